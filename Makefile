@@ -1,0 +1,175 @@
+# dkv — build, test, bench, install.
+#
+#   make                      build every library (build/lib/*.a, build/lib/pkgconfig/dkv.pc)
+#   make test [T=suite] [F=substring]   build and run the test suites (alias: make check)
+#   make SAN=address,undefined test     the same under sanitizers (objects in build/san-*/)
+#   make valgrind [T=suite]   the suites under valgrind memcheck
+#   make bench                benchmarks; print tables
+#   make run                  the main job: a local cluster and a workload
+#   make install PREFIX=/usr/local DESTDIR=
+#   make clean
+#
+# Missing build dependencies (libtirpc-dev, libcmocka-dev, rpcsvc-proto) are installed
+# by tools/ensure-deps.sh (apt-get when run as root; otherwise it prints the command).
+
+CC       ?= cc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+SAN      ?=
+WERROR   ?=
+T        ?=
+F        ?=
+VERSION  := 0.1.0
+
+comma := ,
+ifeq ($(SAN),)
+BUILD := build
+else
+BUILD := build/san-$(subst $(comma),-,$(SAN))
+endif
+
+# Libraries in dependency order (a library may use the ones after it).
+LIBS := shardkv shardmaster kvpaxos paxos pbservice viewservice dkvrpc
+dir_dkvrpc := src
+dir_viewservice := viewservice
+dir_pbservice := pbservice
+dir_paxos := paxos
+dir_kvpaxos := kvpaxos
+dir_shardmaster := shardmaster
+dir_shardkv := shardkv
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes \
+        -Wmissing-prototypes -Wpointer-arith -Wvla -Wundef -Wno-cast-function-type
+ifneq ($(WERROR),)
+WARN += -Werror
+endif
+OPT      ?= -O2 -g
+SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all)
+TIRPC_INC := -I/usr/include/tirpc
+BASEFLAGS := -std=c11 -D_GNU_SOURCE -pthread $(OPT) $(SANFLAGS) -Iinclude -Isrc -I$(BUILD)/gen $(TIRPC_INC) -MMD -MP
+CFLAGS_ALL := $(BASEFLAGS) $(WARN) $(CFLAGS)
+# rpcgen output: relaxed warnings (rpcgen code is not ours to fix).
+CFLAGS_GEN := $(BASEFLAGS) -w $(CFLAGS)
+LDLIBS_ALL := -ltirpc -lpthread $(LDLIBS)
+LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
+
+# ---------------------------------------------------------------- discovery
+XFILES := $(foreach l,$(LIBS),$(wildcard $(dir_$(l))/*.x))
+GEN_H  := $(patsubst %.x,$(BUILD)/gen/%.h,$(notdir $(XFILES)))
+lib_srcs = $(wildcard $(dir_$(1))/*.c)
+lib_xs   = $(wildcard $(dir_$(1))/*.x)
+lib_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(call lib_srcs,$(1))) \
+           $(patsubst %.x,$(BUILD)/obj/gen/%_xdr.o,$(notdir $(call lib_xs,$(1))))
+PRESENT_LIBS := $(foreach l,$(LIBS),$(if $(call lib_srcs,$(l)),$(l)))
+LIBFILES := $(foreach l,$(PRESENT_LIBS),$(BUILD)/lib/lib$(l).a)
+LINK_LIBS := -L$(BUILD)/lib $(foreach l,$(PRESENT_LIBS),-l$(l))
+
+TLIB_SRCS := $(wildcard tests/lib/*.c)
+TLIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TLIB_SRCS))
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+EX_SRCS := $(wildcard examples/*.c)
+EX_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
+
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all libs tests test check valgrind bench run examples install clean deps
+all: libs $(BUILD)/lib/pkgconfig/dkv.pc
+
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): tools/ensure-deps.sh
+	@tools/ensure-deps.sh
+	@mkdir -p $(dir $@) && touch $@
+
+libs: $(LIBFILES)
+
+# ---------------------------------------------------------------- rpcgen
+vpath %.x $(foreach l,$(LIBS),$(dir_$(l)))
+# rpcgen refuses to overwrite its output: remove it first.
+$(BUILD)/gen/%.h: %.x | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	rpcgen -M -h -o $@ $<
+
+$(BUILD)/gen/%_xdr.c: %.x | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	rpcgen -M -i 0 -c -o $@ $<
+	@sed -i 's|#include "$(BUILD)/gen/\(.*\)"|#include "\1"|' $@
+
+$(BUILD)/obj/gen/%_xdr.o: $(BUILD)/gen/%_xdr.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_GEN) -c -o $@ $<
+
+# ---------------------------------------------------------------- objects
+$(BUILD)/obj/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+define lib_rule
+$(BUILD)/lib/lib$(1).a: $(call lib_objs,$(1))
+	@mkdir -p $$(dir $$@)
+	@rm -f $$@
+	ar rcs $$@ $$^
+endef
+$(foreach l,$(PRESENT_LIBS),$(eval $(call lib_rule,$(l))))
+
+$(BUILD)/lib/pkgconfig/dkv.pc: Makefile
+	@mkdir -p $(dir $@)
+	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$${exec_prefix}/lib' \
+	  'includedir=$${prefix}/include' '' 'Name: dkv' \
+	  'Description: fault-tolerant key/value services over Sun RPC' 'Version: $(VERSION)' \
+	  'Requires.private: libtirpc' 'Cflags: -I$${includedir}' \
+	  'Libs: -L$${libdir} $(foreach l,$(PRESENT_LIBS),-l$(l))' 'Libs.private: -ltirpc -lpthread' > $@
+
+# ---------------------------------------------------------------- programs
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TLIB_OBJS) $(LIBFILES)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TLIB_OBJS) $(LINK_LIBS) -lcmocka $(LDLIBS_ALL)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBFILES)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LINK_LIBS) $(LDLIBS_ALL) -lm
+
+$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBFILES)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LINK_LIBS) $(LDLIBS_ALL)
+
+tests: all $(TEST_BINS)
+examples: all $(EX_BINS)
+
+# ---------------------------------------------------------------- running
+# T=<suite> picks build/tests/test_<suite>; F=<substring> filters test names.
+SEL_TESTS := $(if $(T),$(BUILD)/tests/test_$(T),$(TEST_BINS))
+SUITE_TIMEOUT ?= 1200
+test check: deps
+	@$(MAKE) --no-print-directory tests
+	@tools/run-tests.sh "$(SUITE_TIMEOUT)" "$(F)" "" $(SEL_TESTS)
+
+VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --track-origins=no
+valgrind: deps
+	@$(MAKE) --no-print-directory tests
+	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
+	@DKV_UNDER_VALGRIND=1 tools/run-tests.sh "$$(( $(SUITE_TIMEOUT) * 4 ))" "$(F)" "$(VALGRIND)" $(SEL_TESTS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+
+run: deps
+	@$(MAKE) --no-print-directory examples
+	@$(BUILD)/examples/cluster
+
+# ---------------------------------------------------------------- install
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include/dkv $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/dkv/*.h $(DESTDIR)$(PREFIX)/include/dkv/
+	install -m 644 $(LIBFILES) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(BUILD)/lib/pkgconfig/dkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)
