@@ -75,6 +75,9 @@ EX_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
 
 DEPS_STAMP := build/.deps-ok
 
+# Generated sources are kept (no intermediate-file deletion).
+.SECONDARY:
+
 .PHONY: all libs tests test check valgrind bench run examples install clean deps
 all: libs $(BUILD)/lib/pkgconfig/dkv.pc
 
@@ -97,7 +100,7 @@ $(BUILD)/gen/%_xdr.c: %.x | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@rm -f $@
 	rpcgen -M -i 0 -c -o $@ $<
-	@sed -i 's|#include "$(BUILD)/gen/\(.*\)"|#include "\1"|' $@
+	@sed -i 's|^#include ".*/\([^/"]*\.h\)"|#include "\1"|' $@
 
 $(BUILD)/obj/gen/%_xdr.o: $(BUILD)/gen/%_xdr.c $(GEN_H)
 	@mkdir -p $(dir $@)
@@ -127,7 +130,7 @@ $(BUILD)/lib/pkgconfig/dkv.pc: Makefile
 # ---------------------------------------------------------------- programs
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TLIB_OBJS) $(LIBFILES)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TLIB_OBJS) $(LINK_LIBS) -lcmocka $(LDLIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TLIB_OBJS) $(LINK_LIBS) -lcmocka $(LDLIBS_ALL) -lm
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBFILES)
 	@mkdir -p $(dir $@)
