@@ -37,6 +37,8 @@ struct pconn {
 	int fd;
 	dev_t dev; /* unix: the socket file dialed */
 	ino_t ino;
+	rpcprog_t prog; /* program and version the CLIENT is set to */
+	rpcvers_t vers;
 	struct pconn *next;
 	char name[]; /* the name as given to dkv_rpc_call */
 };
@@ -220,6 +222,8 @@ static int dial(const char *name, const dkv_name *nm, rpcprog_t prog, rpcvers_t 
 		goto fail;
 	}
 	clnt_control(c->cl, CLSET_FD_CLOSE, NULL);
+	c->prog = prog;
+	c->vers = vers;
 	*out = c;
 	return DKV_OK;
 fail:
@@ -277,9 +281,11 @@ int dkv_rpc_call(dkv_rpc_pool *p, const char *name, rpcprog_t prog, rpcvers_t ve
 			pthread_mutex_unlock(&p->mu);
 			return rc;
 		}
-	} else {
+	} else if (c->prog != prog || c->vers != vers) {
 		clnt_control(c->cl, CLSET_PROG, (char *)&prog);
 		clnt_control(c->cl, CLSET_VERS, (char *)&vers);
+		c->prog = prog;
+		c->vers = vers;
 	}
 
 	pthread_mutex_lock(&p->mu);
