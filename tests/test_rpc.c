@@ -618,12 +618,14 @@ static int sigpipe_child(const char *mode)
 	return sa.sa_handler == SIG_IGN ? 0 : 1;
 }
 
+static const char *self_path; /* argv[0]: /proc/self/exe is valgrind's own under memcheck */
+
 static int run_child(const char *mode)
 {
 	pid_t pid = fork();
 	if (pid == 0) {
 		setenv("DKV_TEST_SIGPIPE_CHILD", mode, 1);
-		execl("/proc/self/exe", "test_rpc", (char *)NULL);
+		execl(self_path, "test_rpc", (char *)NULL);
 		_exit(127);
 	}
 	int st;
@@ -677,8 +679,10 @@ static void test_rpc_shared_pool_serves_concurrent_threads_correctly(void **stat
 	tserver_stop(&ts);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	(void)argc;
+	self_path = argv[0];
 	const char *child = getenv("DKV_TEST_SIGPIPE_CHILD");
 	if (child != NULL)
 		return sigpipe_child(child);
