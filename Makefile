@@ -78,7 +78,7 @@ DEPS_STAMP := build/.deps-ok
 # Generated sources are kept (no intermediate-file deletion).
 .SECONDARY:
 
-.PHONY: all libs tests test check valgrind bench run examples install clean deps
+.PHONY: all libs tests test check check-headers valgrind bench run examples install clean deps
 all: libs $(BUILD)/lib/pkgconfig/dkv.pc
 
 deps: $(DEPS_STAMP)
@@ -119,13 +119,19 @@ $(BUILD)/lib/lib$(1).a: $(call lib_objs,$(1))
 endef
 $(foreach l,$(PRESENT_LIBS),$(eval $(call lib_rule,$(l))))
 
-$(BUILD)/lib/pkgconfig/dkv.pc: Makefile
-	@mkdir -p $(dir $@)
-	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$${exec_prefix}/lib' \
+# write_pc(file, prefix): the pkg-config file. The libraries are static, so
+# their own dependencies go in Libs (a plain `pkg-config --libs dkv` links).
+define write_pc
+	@mkdir -p $(dir $(1))
+	@printf '%s\n' 'prefix=$(2)' 'exec_prefix=$${prefix}' 'libdir=$${exec_prefix}/lib' \
 	  'includedir=$${prefix}/include' '' 'Name: dkv' \
 	  'Description: fault-tolerant key/value services over Sun RPC' 'Version: $(VERSION)' \
-	  'Requires.private: libtirpc' 'Cflags: -I$${includedir}' \
-	  'Libs: -L$${libdir} $(foreach l,$(PRESENT_LIBS),-l$(l))' 'Libs.private: -ltirpc -lpthread' > $@
+	  'Cflags: -I$${includedir}' \
+	  'Libs: -L$${libdir} $(foreach l,$(PRESENT_LIBS),-l$(l)) -ltirpc -lpthread' > $(1)
+endef
+
+$(BUILD)/lib/pkgconfig/dkv.pc: Makefile $(LIBFILES)
+	$(call write_pc,$@,$(PREFIX))
 
 # ---------------------------------------------------------------- programs
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TLIB_OBJS) $(LIBFILES)
@@ -148,8 +154,17 @@ examples: all $(EX_BINS)
 SEL_TESTS := $(if $(T),$(BUILD)/tests/test_$(T),$(TEST_BINS))
 SUITE_TIMEOUT ?= 1200
 test check: deps
-	@$(MAKE) --no-print-directory tests
+	@$(MAKE) --no-print-directory tests check-headers
 	@tools/run-tests.sh "$(SUITE_TIMEOUT)" "$(F)" "" $(SEL_TESTS)
+
+# Every public header compiles on its own with -Iinclude and includes no rpc header.
+check-headers:
+	@for h in include/dkv/*.h; do \
+	  if grep -q '#include <rpc/' $$h; then echo "$$h includes an rpc header" >&2; exit 1; fi; \
+	  printf '#include "%s"\n' $${h#include/} | $(CC) -std=c11 -Wall -Wextra -Wpedantic -Werror -Iinclude -x c -fsyntax-only - \
+	    || { echo "$$h does not compile on its own" >&2; exit 1; }; \
+	done
+	@echo "public headers: each compiles on its own"
 
 VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --track-origins=no
 valgrind: deps
@@ -170,7 +185,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/include/dkv $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/dkv/*.h $(DESTDIR)$(PREFIX)/include/dkv/
 	install -m 644 $(LIBFILES) $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(BUILD)/lib/pkgconfig/dkv.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	$(call write_pc,$(DESTDIR)$(PREFIX)/lib/pkgconfig/dkv.pc,$(PREFIX))
 
 clean:
 	rm -rf build
