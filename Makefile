@@ -70,6 +70,9 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+CMD_SRCS := $(wildcard cmd/*.c)
+CMD_BINS := $(patsubst cmd/%.c,$(BUILD)/bin/%,$(CMD_SRCS))
+CMDLIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/lib/*.c))
 EX_SRCS := $(wildcard examples/*.c)
 EX_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
 
@@ -79,7 +82,7 @@ DEPS_STAMP := build/.deps-ok
 .SECONDARY:
 
 .PHONY: all libs tests test check check-headers valgrind bench run examples install clean deps
-all: libs $(BUILD)/lib/pkgconfig/dkv.pc
+all: libs $(BUILD)/lib/pkgconfig/dkv.pc $(CMD_BINS)
 
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): tools/ensure-deps.sh
@@ -142,6 +145,10 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBFILES)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LINK_LIBS) $(LDLIBS_ALL) -lm
 
+$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CMDLIB_OBJS) $(LIBFILES)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CMDLIB_OBJS) $(LINK_LIBS) $(LDLIBS_ALL)
+
 $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBFILES)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LINK_LIBS) $(LDLIBS_ALL)
@@ -185,6 +192,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/include/dkv $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/dkv/*.h $(DESTDIR)$(PREFIX)/include/dkv/
 	install -m 644 $(LIBFILES) $(DESTDIR)$(PREFIX)/lib/
+	$(if $(CMD_BINS),install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(CMD_BINS) $(DESTDIR)$(PREFIX)/bin/)
 	$(call write_pc,$(DESTDIR)$(PREFIX)/lib/pkgconfig/dkv.pc,$(PREFIX))
 
 clean:
