@@ -13,13 +13,15 @@
 # by tools/ensure-deps.sh (apt-get when run as root; otherwise it prints the command).
 
 CC       ?= cc
-PREFIX   ?= /usr/local
+# GNU spells it prefix; PREFIX is accepted too.
+prefix   ?= /usr/local
+PREFIX   ?= $(prefix)
 DESTDIR  ?=
 SAN      ?=
 WERROR   ?=
 T        ?=
 F        ?=
-VERSION  := 0.1.0
+VERSION  := $(shell sed -n 's/^\#define DKV_VERSION_STRING "\(.*\)"/\1/p' include/dkv/common.h)
 
 comma := ,
 ifeq ($(SAN),)
@@ -81,7 +83,7 @@ DEPS_STAMP := build/.deps-ok
 # Generated sources are kept (no intermediate-file deletion).
 .SECONDARY:
 
-.PHONY: all libs tests test check check-headers valgrind bench run examples install clean deps
+.PHONY: all libs tests test check check-headers valgrind bench run examples install uninstall clean deps
 all: libs $(BUILD)/lib/pkgconfig/dkv.pc $(CMD_BINS)
 
 deps: $(DEPS_STAMP)
@@ -194,6 +196,12 @@ install: all
 	install -m 644 $(LIBFILES) $(DESTDIR)$(PREFIX)/lib/
 	$(if $(CMD_BINS),install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(CMD_BINS) $(DESTDIR)$(PREFIX)/bin/)
 	$(call write_pc,$(DESTDIR)$(PREFIX)/lib/pkgconfig/dkv.pc,$(PREFIX))
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/include/dkv/,$(notdir $(wildcard include/dkv/*.h)))
+	-rmdir $(DESTDIR)$(PREFIX)/include/dkv
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/lib/,$(notdir $(LIBFILES))) $(DESTDIR)$(PREFIX)/lib/pkgconfig/dkv.pc
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(CMD_BINS)))
 
 clean:
 	rm -rf build

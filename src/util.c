@@ -36,6 +36,11 @@ const char *dkv_strerror(int err)
 	return err_messages[err];
 }
 
+const char *dkv_version_string(void)
+{
+	return DKV_VERSION_STRING;
+}
+
 /* ---------------------------------------------------------------- log */
 
 static _Atomic int log_level = DKV_LOG_WARN;

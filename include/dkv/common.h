@@ -14,6 +14,14 @@
 extern "C" {
 #endif
 
+/* Version of the headers; dkv_version_string() gives the archive's, to detect a mismatch. */
+#define DKV_VERSION_MAJOR 0
+#define DKV_VERSION_MINOR 1
+#define DKV_VERSION_PATCH 0
+#define DKV_VERSION_STRING "0.1.0"
+#define DKV_VERSION_HEX ((DKV_VERSION_MAJOR << 16) | (DKV_VERSION_MINOR << 8) | DKV_VERSION_PATCH)
+const char *dkv_version_string(void);
+
 /*
  * The error table. Each entry: code, name, message. dkv_strerror() is built from
  * this same list, so a code without a message does not compile. New codes go at
