@@ -185,9 +185,12 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
 
+# The main job: a local cluster of dkvd processes on loopback TCP and a workload.
+# make run RUN_ARGS="--duration 60 --clients 16" changes the run.
+RUN_ARGS ?=
 run: deps
-	@$(MAKE) --no-print-directory examples
-	@$(BUILD)/examples/cluster
+	@$(MAKE) --no-print-directory all examples
+	@$(BUILD)/bin/dkv-cluster $(RUN_ARGS)
 
 # ---------------------------------------------------------------- install
 install: all
