@@ -83,7 +83,7 @@ DEPS_STAMP := build/.deps-ok
 # Generated sources are kept (no intermediate-file deletion).
 .SECONDARY:
 
-.PHONY: all libs tests test check check-headers valgrind bench run examples install uninstall clean deps
+.PHONY: all libs tests test check check-headers valgrind bench run examples install uninstall clean deps soak
 all: libs $(BUILD)/lib/pkgconfig/dkv.pc $(CMD_BINS)
 
 deps: $(DEPS_STAMP)
@@ -180,6 +180,13 @@ valgrind: deps
 	@$(MAKE) --no-print-directory tests
 	@command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
 	@DKV_UNDER_VALGRIND=1 tools/run-tests.sh "$$(( $(SUITE_TIMEOUT) * 4 ))" "$(F)" "$(VALGRIND)" $(SEL_TESTS)
+
+# Long randomised fault schedules, outside CI: SOAK_RUNS runs per service, fresh seed.
+SOAK_RUNS ?= 50
+soak: deps
+	@$(MAKE) --no-print-directory tests
+	@seed=$${DKV_TEST_SEED:-$$(date +%s)}; echo "soak: DKV_TEST_SEED=$$seed DKV_CHAOS_RUNS=$(SOAK_RUNS)"; \
+	  DKV_TEST_SEED=$$seed DKV_CHAOS_RUNS=$(SOAK_RUNS) $(BUILD)/tests/test_chaos
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
