@@ -1,0 +1,426 @@
+/*
+ * shardkv/migrate.c — reconfiguration: following the shard master's
+ * configurations one at a time and moving shards between groups (pull).
+ *
+ * Each replica's poller (every SHARDKV_TICK_MS, or at once when kicked) works
+ * through the group's log:
+ *   1. Holding every shard it owns in configuration n, it fetches n+1 from the
+ *      shard master and logs RECONFIG. Applying it is the switch point: lost
+ *      shards move, with their at-most-once tables, to the "out" list keyed
+ *      (n+1, shard); gained shards start empty (from gid 0) or become PULLING.
+ *   2. For each PULLING shard it fetches (SKV_FETCH) the old owner's copy from
+ *      any replica that has applied n+1 (the copy is immutable, so it answers
+ *      from local state) and logs INSTALL; the first INSTALL serves the shard.
+ *   3. For each installed shard it asks the old owner to drop its copy (SKV_GC:
+ *      the old group logs GC and frees it), then logs GC_ACK.
+ * An old owner never waits to hand a shard over, and frees it only once the new
+ * owner has it. Duplicates in the log are ignored at apply. No lock is held
+ * across an RPC or paxosrsm call; s->mu guards the state used here.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "skv_internal.h"
+
+/* How long to wait before retrying pulls that are still pending. */
+#define SKV_PULL_RETRY_MS 50u
+/* Per-RPC timeout of a migration call (the answer comes from local state). */
+#define SKV_FETCH_TIMEOUT_MS 2000u
+/* How long an old owner may take to log a GC (it frees memory only). */
+#define SKV_GC_WAIT_MS 1000u
+
+void skv_kick_locked(shardkv_server *s)
+{
+	s->kick = true;
+	pthread_cond_signal(&s->tick_cv);
+}
+
+/* ---------------------------------------------------------------- apply steps */
+
+static char **copy_names(const skv_group *g, int *n)
+{
+	*n = 0;
+	if (g == NULL || g->servers.servers_len == 0)
+		return NULL;
+	char **v = dkv_calloc(g->servers.servers_len, sizeof *v);
+	if (v == NULL)
+		return NULL;
+	for (u_int i = 0; i < g->servers.servers_len; i++) {
+		v[i] = dkv_strdup(g->servers.servers_val[i] ? g->servers.servers_val[i] : "");
+		if (v[i] == NULL) {
+			for (u_int j = 0; j < i; j++)
+				free(v[j]);
+			free(v);
+			return NULL;
+		}
+	}
+	*n = (int)g->servers.servers_len;
+	return v;
+}
+
+static void free_names(char **v, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void skv_apply_reconfig(shardkv_server *s, skv_config *cfg)
+{
+	if (cfg->num != s->cfg.num + 1)
+		return; /* a duplicate, or (never) a gap: configs go one at a time */
+	for (int i = 0; i < SHARDMASTER_NSHARDS; i++)
+		if (s->state[i] == SKV_SHARD_PULLING) {
+			DKV_WARN("shardkv %s: RECONFIG %d while shard %d is pulled: ignored", s->name,
+			         cfg->num, i);
+			return;
+		}
+	for (int i = 0; i < SHARDMASTER_NSHARDS; i++) {
+		int64_t from = s->cfg.shards[i], to = cfg->shards[i];
+		bool had = from == s->gid, has = to == s->gid;
+		if (had && !has) {
+			skv_out *o = dkv_calloc(1, sizeof *o);
+			if (o == NULL) {
+				DKV_ERROR("shardkv %s: out of memory keeping shard %d", s->name, i);
+				skv_shard_free(s->shards[i]);
+			} else {
+				o->cfgnum = cfg->num;
+				o->shard = i;
+				o->data = s->shards[i];
+				o->next = s->outs;
+				s->outs = o;
+			}
+			s->shards[i] = NULL;
+			s->state[i] = SKV_SHARD_NONE;
+		} else if (!had && has) {
+			if (from == 0) {
+				s->shards[i] = skv_shard_new();
+				s->state[i] = SKV_SHARD_SERVING;
+				if (s->shards[i] == NULL)
+					DKV_ERROR("shardkv %s: out of memory creating shard %d", s->name, i);
+			} else {
+				s->state[i] = SKV_SHARD_PULLING;
+			}
+		}
+	}
+	DKV_INFO("shardkv %s (gid %lld): configuration %d", s->name, (long long)s->gid, cfg->num);
+	skv_config_destroy(&s->prev);
+	s->prev = s->cfg;
+	s->cfg = *cfg;
+	memset(cfg, 0, sizeof *cfg); /* stolen from the op */
+	skv_kick_locked(s);          /* pull at once, or look for the next config */
+}
+
+void skv_apply_install(shardkv_server *s, skv_install_op *in)
+{
+	int i = in->data.shard;
+	if (i < 0 || i >= SHARDMASTER_NSHARDS || in->cfgnum != s->cfg.num ||
+	    s->state[i] != SKV_SHARD_PULLING || s->prev.shards[i] != in->src_gid)
+		return; /* a duplicate */
+	skv_shard *sh = skv_shard_import(&in->data);
+	if (sh == NULL) {
+		DKV_ERROR("shardkv %s: out of memory installing shard %d", s->name, i);
+		return;
+	}
+	s->shards[i] = sh;
+	s->state[i] = SKV_SHARD_SERVING;
+	skv_gcpend *g = dkv_calloc(1, sizeof *g);
+	if (g != NULL) {
+		g->cfgnum = in->cfgnum;
+		g->shard = i;
+		g->src_gid = in->src_gid;
+		g->servers = copy_names(skv_config_group(&s->prev, in->src_gid), &g->nservers);
+		g->next = s->gcs;
+		s->gcs = g;
+	}
+	DKV_DEBUG("shardkv %s: installed shard %d of configuration %d", s->name, i, in->cfgnum);
+	skv_kick_locked(s);
+}
+
+void skv_apply_gc(shardkv_server *s, const skv_shard_ref *ref)
+{
+	for (skv_out **pp = &s->outs; *pp != NULL; pp = &(*pp)->next) {
+		skv_out *o = *pp;
+		if (o->cfgnum == ref->cfgnum && o->shard == ref->shard) {
+			*pp = o->next;
+			skv_shard_free(o->data);
+			free(o);
+			return;
+		}
+	}
+}
+
+void skv_apply_gc_ack(shardkv_server *s, const skv_shard_ref *ref)
+{
+	for (skv_gcpend **pp = &s->gcs; *pp != NULL; pp = &(*pp)->next) {
+		skv_gcpend *g = *pp;
+		if (g->cfgnum == ref->cfgnum && g->shard == ref->shard) {
+			*pp = g->next;
+			free_names(g->servers, g->nservers);
+			free(g);
+			return;
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- RPC handlers */
+
+static skv_out *find_out_locked(shardkv_server *s, int cfgnum, int shard)
+{
+	for (skv_out *o = s->outs; o != NULL; o = o->next)
+		if (o->cfgnum == cfgnum && o->shard == shard)
+			return o;
+	return NULL;
+}
+
+void skv_handle_fetch(void *inst, void *args, void *res)
+{
+	shardkv_server *s = inst;
+	skv_fetch_args *a = args;
+	skv_fetch_reply *r = res;
+	pthread_mutex_lock(&s->mu);
+	if (s->dead) {
+		r->err = DKV_ERR_KILLED;
+	} else if (s->cfg.num < a->cfgnum) {
+		r->err = SKV_ERR_NOT_READY;
+		skv_kick_locked(s); /* someone is ahead of us: poll now */
+	} else {
+		skv_out *o = find_out_locked(s, a->cfgnum, a->shard);
+		if (o == NULL || o->data == NULL)
+			r->err = SKV_ERR_NOT_READY;
+		else
+			r->err = skv_shard_export(o->data, a->shard, &r->data);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+void skv_handle_gc(void *inst, void *args, void *res)
+{
+	shardkv_server *s = inst;
+	skv_gc_args *a = args;
+	skv_gc_reply *r = res;
+	skv_op op;
+	memset(&op, 0, sizeof op);
+	op.kind = SKV_OP_GC;
+	op.skv_op_u.ref.cfgnum = a->cfgnum;
+	op.skv_op_u.ref.shard = a->shard;
+	op.skv_op_u.ref.nonce = skv_new_nonce(s);
+	unsigned wait = a->wait_ms == 0 || a->wait_ms > SKV_WAIT_MS ? SKV_WAIT_MS : a->wait_ms;
+	r->err = skv_submit(s, &op, wait);
+	if (r->err != DKV_OK)
+		return;
+	/* Done only if the GC came after our switch to cfgnum in the log (a lagging
+	 * replica might have placed it before; then the copy is still here). */
+	pthread_mutex_lock(&s->mu);
+	if (s->cfg.num < a->cfgnum || find_out_locked(s, a->cfgnum, a->shard) != NULL)
+		r->err = SKV_ERR_NOT_READY;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ---------------------------------------------------------------- the poller */
+
+typedef struct {
+	int shard;
+	int cfgnum;
+	int64_t gid;
+	int nservers;
+	char **servers;
+} skv_task;
+
+/* Call `proc` on the servers of a group in turn (starting at a random one)
+ * until one answers DKV_OK. The reply is left in `res` only on DKV_OK. */
+static int call_group(shardkv_server *s, const skv_task *t, rpcproc_t proc, xdrproc_t xa,
+                      const void *args, xdrproc_t xr, void *res, size_t res_size)
+{
+	if (t->nservers == 0)
+		return DKV_ERR_NET;
+	pthread_mutex_lock(&s->mu);
+	int start = (int)dkv_rng_below(&s->rng, (uint64_t)t->nservers);
+	bool dead = s->dead;
+	pthread_mutex_unlock(&s->mu);
+	int rc = DKV_ERR_NET;
+	for (int k = 0; k < t->nservers && !dead; k++) {
+		const char *name = t->servers[(start + k) % t->nservers];
+		memset(res, 0, res_size);
+		rc = dkv_rpc_call(s->pool, name, SKV_PROG, SKV_VERS, proc, xa, args, xr, res,
+		                  SKV_FETCH_TIMEOUT_MS + (proc == SKV_GC ? SKV_GC_WAIT_MS : 0));
+		if (rc == DKV_ERR_KILLED)
+			return rc;
+		if (rc != DKV_OK)
+			continue;
+		rc = *(int *)res; /* every reply starts with err */
+		if (rc == DKV_OK)
+			return DKV_OK;
+		xdr_free(xr, res);
+		memset(res, 0, res_size);
+	}
+	return rc;
+}
+
+/* Step 1: look for configuration num+1 and log it. True if one was applied. */
+static bool step_config(shardkv_server *s, int num)
+{
+	shardmaster_config *c = NULL;
+	if (shardmaster_clerk_query(s->smck, num + 1, &c) != DKV_OK || c == NULL)
+		return false;
+	bool progress = false;
+	if (c->num == num + 1) {
+		skv_op op;
+		memset(&op, 0, sizeof op);
+		op.kind = SKV_OP_RECONFIG;
+		skv_config *sc = &op.skv_op_u.config;
+		sc->num = c->num;
+		memcpy(sc->shards, c->shards, sizeof sc->shards);
+		skv_group *gs = c->ngroups > 0 ? dkv_calloc((size_t)c->ngroups, sizeof *gs) : NULL;
+		if (c->ngroups == 0 || gs != NULL) {
+			for (int i = 0; i < c->ngroups; i++) {
+				gs[i].gid = c->groups[i].gid;
+				gs[i].servers.servers_len = (u_int)c->groups[i].nservers;
+				gs[i].servers.servers_val = c->groups[i].servers;
+			}
+			sc->groups.groups_len = (u_int)c->ngroups;
+			sc->groups.groups_val = gs;
+			progress = skv_submit(s, &op, SKV_WAIT_MS) == DKV_OK;
+			free(gs);
+		}
+	}
+	shardmaster_config_free(c);
+	return progress;
+}
+
+/* Step 2: fetch one PULLING shard and log it. True if it was applied. */
+static bool step_pull(shardkv_server *s, const skv_task *t)
+{
+	skv_fetch_args a = { .cfgnum = t->cfgnum, .shard = t->shard };
+	skv_fetch_reply r;
+	int rc = call_group(s, t, SKV_FETCH, (xdrproc_t)xdr_skv_fetch_args, &a,
+	                    (xdrproc_t)xdr_skv_fetch_reply, &r, sizeof r);
+	if (rc != DKV_OK) {
+		DKV_DEBUG("shardkv %s: fetch of shard %d (config %d) from gid %lld: %d", s->name,
+		          t->shard, t->cfgnum, (long long)t->gid, rc);
+		return false;
+	}
+	skv_op op;
+	memset(&op, 0, sizeof op);
+	op.kind = SKV_OP_INSTALL;
+	op.skv_op_u.install.cfgnum = t->cfgnum;
+	op.skv_op_u.install.src_gid = t->gid;
+	op.skv_op_u.install.data = r.data; /* borrowed; freed with r */
+	op.skv_op_u.install.data.shard = t->shard;
+	rc = skv_submit(s, &op, SKV_WAIT_MS);
+	xdr_free((xdrproc_t)xdr_skv_fetch_reply, (char *)&r);
+	if (rc != DKV_OK)
+		DKV_DEBUG("shardkv %s: install of shard %d (config %d): %d", s->name, t->shard,
+		          t->cfgnum, rc);
+	return rc == DKV_OK;
+}
+
+/* Step 3: tell an old owner to drop its copy, then log that it did. */
+static void step_gc(shardkv_server *s, const skv_task *t)
+{
+	skv_gc_args a = { .cfgnum = t->cfgnum, .shard = t->shard, .wait_ms = SKV_GC_WAIT_MS };
+	skv_gc_reply r;
+	if (call_group(s, t, SKV_GC, (xdrproc_t)xdr_skv_gc_args, &a, (xdrproc_t)xdr_skv_gc_reply,
+	               &r, sizeof r) != DKV_OK)
+		return;
+	skv_op op;
+	memset(&op, 0, sizeof op);
+	op.kind = SKV_OP_GC_ACK;
+	op.skv_op_u.ref.cfgnum = t->cfgnum;
+	op.skv_op_u.ref.shard = t->shard;
+	op.skv_op_u.ref.nonce = skv_new_nonce(s);
+	(void)skv_submit(s, &op, SKV_WAIT_MS);
+}
+
+static void free_tasks(skv_task *t, int n)
+{
+	for (int i = 0; i < n; i++)
+		free_names(t[i].servers, t[i].nservers);
+}
+
+/*
+ * One round of the poller. Returns true when it made progress (look again at
+ * once); *pending is set when shards are still being pulled.
+ */
+static bool poll_once(shardkv_server *s, bool *pending)
+{
+	skv_task pulls[SHARDMASTER_NSHARDS];
+	skv_task gcs[16];
+	int npulls = 0, ngcs = 0;
+	*pending = false;
+
+	pthread_mutex_lock(&s->mu);
+	int num = s->cfg.num;
+	for (int i = 0; i < SHARDMASTER_NSHARDS; i++) {
+		if (s->state[i] != SKV_SHARD_PULLING)
+			continue;
+		skv_task *t = &pulls[npulls];
+		t->shard = i;
+		t->cfgnum = num;
+		t->gid = s->prev.shards[i];
+		t->servers = copy_names(skv_config_group(&s->prev, t->gid), &t->nservers);
+		npulls++;
+	}
+	for (skv_gcpend *g = s->gcs; g != NULL && ngcs < (int)(sizeof gcs / sizeof gcs[0]); g = g->next) {
+		skv_task *t = &gcs[ngcs++];
+		t->shard = g->shard;
+		t->cfgnum = g->cfgnum;
+		t->gid = g->src_gid;
+		skv_group tmp = { .gid = g->src_gid };
+		tmp.servers.servers_len = (u_int)g->nservers;
+		tmp.servers.servers_val = g->servers;
+		t->servers = copy_names(&tmp, &t->nservers);
+	}
+	pthread_mutex_unlock(&s->mu);
+
+	bool progress = false;
+	if (npulls == 0) {
+		progress = step_config(s, num);
+	} else {
+		for (int i = 0; i < npulls; i++)
+			if (step_pull(s, &pulls[i]))
+				progress = true;
+		*pending = true;
+		/* A replica that lagged (cut off from its peers) may wait for a copy its
+		 * group installed long ago, and learn the log only when it takes part in
+		 * an agreement: once a second, log a no-op. */
+		uint64_t now = dkv_now_ms();
+		if (!progress && now - s->last_sync_ms >= 1000) {
+			s->last_sync_ms = now;
+			skv_op op;
+			memset(&op, 0, sizeof op);
+			op.kind = SKV_OP_NOP;
+			op.skv_op_u.nop_nonce = skv_new_nonce(s);
+			(void)skv_submit(s, &op, SKV_WAIT_MS);
+		}
+	}
+	/* Telling old owners can wait for a quiet round: it only frees memory. */
+	if (!progress && !*pending)
+		for (int i = 0; i < ngcs; i++)
+			step_gc(s, &gcs[i]);
+	free_tasks(pulls, npulls);
+	free_tasks(gcs, ngcs);
+	return progress;
+}
+
+void *skv_poller_main(void *arg)
+{
+	shardkv_server *s = arg;
+	pthread_mutex_lock(&s->mu);
+	unsigned wait = 0;
+	while (!s->dead) {
+		if (!s->kick && wait > 0)
+			dkv_cond_wait_ms(&s->tick_cv, &s->mu, wait);
+		if (s->dead)
+			break;
+		s->kick = false;
+		pthread_mutex_unlock(&s->mu);
+		bool pending = false;
+		bool progress = poll_once(s, &pending);
+		pthread_mutex_lock(&s->mu);
+		wait = progress ? 0 : pending ? SKV_PULL_RETRY_MS : SHARDKV_TICK_MS;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
