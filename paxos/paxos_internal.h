@@ -1,0 +1,182 @@
+/*
+ * paxos/paxos_internal.h — what the files of libpaxos share (never installed).
+ *
+ *   px_blob      a refcounted immutable byte string: one accepted/decided value
+ *                is shared by the acceptor, the learner and the proposers.
+ *   px_inst      one Paxos instance: acceptor state (n_p, n_a, v_a), the
+ *                learner's decided value (v_d) and proposer bookkeeping.
+ *   acceptor.c   the pure acceptor core (Paxos Made Simple, phase 1b / 2b).
+ *   proposer.c   proposer worker threads running rounds for started instances.
+ *   paxos.c      the object: instance table, Done/Min/Max, RPC handlers.
+ *   paxosrsm.c   the replicated log on top; it learns of decisions through
+ *                the decide hook below instead of polling paxos_status.
+ */
+#ifndef DKV_PAXOS_INTERNAL_H
+#define DKV_PAXOS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dkv/paxos.h"
+#include "dkv_internal.h"
+#include "px_prot.h"
+
+/* Per-call timeout of Paxos RPCs: kill and partitions never hang a proposer long. */
+#define PX_CALL_TIMEOUT_MS 1000u
+/* Proposer retry backoff: random in [1, cap] ms, cap doubling up to this. */
+#define PX_BACKOFF_MAX_MS 100u
+/* A peer whose call failed is tried last for this long. */
+#define PX_PEER_PENALTY_MS 200u
+/* Proposal numbers: (round << PX_ROUND_SHIFT) | proposer index. */
+#define PX_ROUND_SHIFT 16
+
+/* ---------------------------------------------------------------- values */
+
+typedef struct px_blob {
+	unsigned long refs; /* atomic (__atomic builtins); the blob is immutable otherwise */
+	size_t len;
+	void *data;         /* malloc'ed (len bytes, at least 1 allocated), owned */
+} px_blob;
+
+/* px_blob_copy: a blob holding a copy of p[0..len). NULL on ENOMEM. */
+px_blob *px_blob_copy(const void *p, size_t len);
+/* px_blob_adopt: a blob taking ownership of malloc'ed `data` (may be NULL when
+ * len == 0). On ENOMEM returns NULL and frees nothing (the caller keeps data). */
+px_blob *px_blob_adopt(void *data, size_t len);
+px_blob *px_blob_ref(px_blob *b);
+/* px_blob_unref: drop one reference; frees at zero. NULL is a no-op. */
+void px_blob_unref(px_blob *b);
+bool px_blob_equal(const px_blob *b, const void *p, size_t len);
+
+/* ---------------------------------------------------------------- instances */
+
+typedef struct px_inst {
+	int seq;
+	/* acceptor */
+	uint64_t n_p;    /* highest prepare promised (0: none) */
+	uint64_t n_a;    /* highest proposal accepted (0: none) */
+	px_blob *v_a;    /* its value (ref), NULL when n_a == 0 */
+	/* learner */
+	px_blob *v_d;    /* decided value (ref), NULL while pending */
+	/* proposer */
+	uint64_t n_seen; /* highest proposal number seen in rejections */
+	bool proposing;  /* a local proposer thread runs for this instance */
+} px_inst;
+
+/* Acceptor core (acceptor.c): pure functions of the instance state. */
+typedef struct {
+	px_status status; /* PX_ST_OK or PX_ST_REJECT */
+	uint64_t n;       /* OK: n_a (0: nothing accepted); REJECT: n_p */
+	px_blob *v;       /* OK: v_a (borrowed) or NULL */
+} px_promise;
+/* Phase 1b: promise not to accept proposals below n if n > n_p. */
+void px_acceptor_prepare(px_inst *in, uint64_t n, px_promise *out);
+/* Phase 2b test: would accept(n) be accepted? (n >= n_p) */
+bool px_acceptor_can_accept(const px_inst *in, uint64_t n);
+/* Phase 2b: accept (n, v) if n >= n_p; takes a new reference to v when it does.
+ * Returns PX_ST_OK or PX_ST_REJECT (then *n_p_out = n_p). */
+px_status px_acceptor_accept(px_inst *in, uint64_t n, px_blob *v, uint64_t *n_p_out);
+/* px_next_number: the proposer's next number at `me`: above every number seen. */
+uint64_t px_next_number(const px_inst *in, int me);
+
+/* ---------------------------------------------------------------- the object */
+
+/* Called (no paxos lock held) each time this peer learns a decision. */
+typedef void (*px_decide_hook)(void *ctx, int seq);
+
+/* One paxos_start waiting for a proposer worker. */
+typedef struct px_job {
+	int seq;
+	px_blob *v;            /* the value to propose unless another is found */
+	struct px_job *next;
+} px_job;
+
+/* A proposer worker thread: runs queued jobs, one instance at a time. */
+typedef struct px_worker {
+	struct paxos *px;
+	pthread_t tid;
+	bool finished;         /* set (under px->mu) as the thread's last act */
+	struct px_worker *next;
+} px_worker;
+
+/* Idle workers beyond this many exit after PX_WORKER_IDLE_MS without work. */
+#define PX_WORKERS_KEEP 4
+#define PX_WORKER_IDLE_MS 2000u
+
+struct paxos {
+	pthread_mutex_t mu;   /* guards every field down to `rng` */
+	pthread_cond_t cv;    /* broadcast on decisions, forgetting, kill */
+	bool dead;
+	px_inst **insts;      /* live instances, sorted by seq */
+	size_t ninst, cap;
+	int max_seq;          /* highest seq heard of, -1 */
+	int *dones;           /* dones[i]: peer i's Done value as known here, -1 */
+	int min_seq;          /* min(dones) + 1 */
+	pthread_cond_t work_cv; /* signalled when a job is queued, and at kill */
+	px_job *jobs, *jobs_tail; /* queued paxos_starts, FIFO */
+	int njobs;            /* length of `jobs` */
+	int nidle;            /* workers waiting on work_cv */
+	px_worker *workers;   /* worker threads, running or finished-not-joined */
+	uint64_t *fail_until; /* per peer: a recent call failed; try it last until then */
+	/* Acceptor side of Multi-Paxos: a range promise. Every instance >=
+	 * floor_seq has n_p >= floor_n (applied lazily by px_get_locked). */
+	uint64_t floor_n;     /* 0: none */
+	int floor_seq;        /* INT_MAX: none */
+	/* Proposer side: our lease from a range promise granted by a majority.
+	 * Instances above lead_from, but those in unsafe[], may skip phase 1 and
+	 * send ACCEPT(lead_n) at once. Dropped on any refusal. */
+	uint64_t lead_n;      /* 0: no lease */
+	int lead_from;
+	int *unsafe;          /* malloc'ed; nunsafe entries */
+	int nunsafe;
+	dkv_rng rng;
+
+	/* Immutable after paxos_make. */
+	int npeers, me;
+	char **peers;
+	dkv_rpc_server *srv;
+	bool own_srv;
+	dkv_rpc_pool *pool;
+	px_decide_hook hook;
+	void *hook_ctx;
+
+	unsigned long rpc_count;     /* atomic */
+	pthread_mutex_t kill_mu;     /* serialises paxos_kill; guards `killed` */
+	bool killed;
+};
+
+/* px_make: paxos_make with a decide hook (may be NULL). */
+paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+               px_decide_hook hook, void *hook_ctx);
+
+/* With px->mu held: */
+px_inst *px_find_locked(paxos *px, int seq);
+/* find or create (NULL if seq < min or ENOMEM) */
+px_inst *px_get_locked(paxos *px, int seq);
+void px_note_seq_locked(paxos *px, int seq);
+void px_note_done_locked(paxos *px, int from, int done);
+/* merge a received Done vector (ignored unless n == npeers) */
+void px_note_dones_locked(paxos *px, const int *d, unsigned n);
+/* a malloc'ed copy of our Done vector for a message; false on ENOMEM */
+bool px_dones_copy_locked(paxos *px, int **val, u_int *len);
+/* px_learn_locked: record v (a new reference is taken) as decided for seq;
+ * true if this is news (then call px_fire_hook after unlocking). */
+bool px_learn_locked(paxos *px, int seq, px_blob *v);
+
+/* px_range_promise_locked: the acceptor's range promise (after its promise
+ * for instance `from` itself): n for every instance above `from`. Refused
+ * (false) unless n is above every range promise given so far and `from` is
+ * not below Min(). On true, *busy (malloc'ed, or NULL when *nbusy == 0) lists
+ * the instances above `from` with something accepted or decided, or promised
+ * above n. */
+bool px_range_promise_locked(paxos *px, int from, uint64_t n, int **busy, u_int *nbusy);
+
+/* Without the lock: tell the hook (if any). */
+void px_fire_hook(paxos *px, int seq);
+
+/* proposer.c: the body of a worker thread (arg: its px_worker). */
+void *px_worker_main(void *arg);
+
+#endif /* DKV_PAXOS_INTERNAL_H */

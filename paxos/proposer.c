@@ -1,0 +1,458 @@
+/*
+ * paxos/proposer.c — proposer workers: each runs a queued instance's rounds
+ * until it is decided here, forgotten, or the peer is killed.
+ *
+ * A full round (Paxos Made Simple, 1a/2a), n = (round << 16) | me above every
+ * number seen: (1) PREPARE(n) to the local acceptor (a direct call, never an
+ * RPC), then to the others one at a time (order rotates with seq; recently
+ * failed peers last) until a majority promised; a "decided" reply ends it:
+ * the value is learned and passed on with DECIDED. (2) ACCEPT(n, v) likewise,
+ * v the highest-numbered accepted value among the promises, else ours.
+ * (3) Decide here, then DECIDED(v) once to every other peer. 3 peers, no
+ * failures: 1 PREPARE + 1 ACCEPT + 2 DECIDED, 2 round trips to decide.
+ * Multi-Paxos: a round at this peer's log tip also asks for a range promise
+ * (px_prot.x); with a majority of them this peer holds a lease, and its later
+ * instances skip (1): 1 round trip, 3 RPCs (instances reported busy excepted).
+ * Any refusal drops the lease and a full round follows. Safety is plain
+ * Paxos: a range promise is a phase-1 promise for each instance it covers.
+ * Failed full rounds back off 1 ms doubling to PX_BACKOFF_MAX_MS on px->cv,
+ * so a decision learned meanwhile, forgetting or kill ends the wait at once.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "paxos_internal.h"
+
+typedef enum { ROUND_DONE, ROUND_FAILED } round_result;
+
+/* The instance a worker is proposing for. */
+typedef struct {
+	int seq;
+	px_blob *v; /* our value (borrowed from the job) */
+	int *dv;    /* the worker's buffer for outgoing Done vectors */
+	/* a range round's outcome (prepare_phase with range) */
+	bool range_all;   /* every promise counted came with the range promise */
+	int *busy;        /* union of the promisers' busy lists (malloc'ed) */
+	int nbusy, capbusy;
+} px_prop;
+
+/* Add a promiser's busy list to the round's union (duplicates are fine). */
+static void add_busy(px_prop *pr, const int *b, unsigned nb)
+{
+	if (!nb || !pr->range_all) return;
+	if ((unsigned)(pr->capbusy - pr->nbusy) < nb) {
+		int ncap = pr->nbusy + (int)nb + 16;
+		int *nbv = realloc(pr->busy, (size_t)ncap * sizeof *nbv);
+		if (!nbv) {
+			pr->range_all = false; /* cannot record it: no lease */
+			return;
+		}
+		pr->busy = nbv;
+		pr->capbusy = ncap;
+	}
+	memcpy(pr->busy + pr->nbusy, b, nb * sizeof *b);
+	pr->nbusy += (int)nb;
+}
+
+/* Fill order[] with the peers to contact: me first, then the others. */
+static void peer_order(paxos *px, int seq, int *order)
+{
+	int n = px->npeers, k = 0;
+	uint64_t now = dkv_now_ms();
+	order[k++] = px->me;
+	/* healthy peers first, rotating with seq; then recently failed ones */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int j = 0; j < n; j++) {
+			int p = (int)(((unsigned)seq + (unsigned)px->me + 1u + (unsigned)j) % (unsigned)n);
+			if (p == px->me) continue;
+			bool failed = px->fail_until[p] > now;
+			if ((pass == 0) == !failed) order[k++] = p;
+		}
+	}
+}
+
+static void note_call(paxos *px, int peer, bool ok)
+{
+	px->fail_until[peer] = ok ? 0 : dkv_now_ms() + PX_PEER_PENALTY_MS;
+}
+
+/* Learn (seq, v) locally and tell the hook. Consumes nothing. */
+static void learn(paxos *px, int seq, px_blob *v)
+{
+	pthread_mutex_lock(&px->mu);
+	bool news = px_learn_locked(px, seq, v);
+	pthread_mutex_unlock(&px->mu);
+	if (news) px_fire_hook(px, seq);
+}
+
+/* Phase 1. On success (*ok) *chosen is the value to propose (a new
+ * reference). If a peer answered "decided", *chosen is that value and
+ * *decided_by that peer (else -1). With `range`, also asks every peer for
+ * the range promise; pr->range_all and pr->busy say how that went. */
+static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range,
+                                  const int *order, px_blob **chosen, bool *ok, int *decided_by)
+{
+	int maj = px->npeers / 2 + 1, promises = 0, refusals = 0;
+	uint64_t best_n = 0;
+	px_blob *best = NULL;
+	*ok = false;
+	for (int k = 0; k < px->npeers && promises < maj && refusals <= px->npeers - maj; k++) {
+		int p = order[k];
+		if (p == px->me) {
+			pthread_mutex_lock(&px->mu);
+			px_inst *in = px_get_locked(px, pr->seq);
+			if (!in || px->dead) {
+				pthread_mutex_unlock(&px->mu);
+				px_blob_unref(best);
+				return ROUND_DONE;
+			}
+			if (in->v_d) { /* learned meanwhile */
+				pthread_mutex_unlock(&px->mu);
+				px_blob_unref(best);
+				return ROUND_DONE;
+			}
+			px_promise pm;
+			px_acceptor_prepare(in, n, &pm);
+			if (pm.status == PX_ST_OK) {
+				promises++;
+				if (pm.v && pm.n > best_n) {
+					px_blob_unref(best);
+					best = px_blob_ref(pm.v);
+					best_n = pm.n;
+				}
+				if (range) {
+					int *b = NULL;
+					u_int nb = 0;
+					if (px_range_promise_locked(px, pr->seq, n, &b, &nb))
+						add_busy(pr, b, nb);
+					else
+						pr->range_all = false;
+					free(b);
+				}
+			} else {
+				refusals++;
+				if (pm.n > in->n_seen) in->n_seen = pm.n;
+			}
+			pthread_mutex_unlock(&px->mu);
+			continue;
+		}
+		px_prepare_args a;
+		px_prepare_reply r;
+		memset(&a, 0, sizeof a);
+		memset(&r, 0, sizeof r);
+		a.seq = pr->seq;
+		a.n = n;
+		a.range = range;
+		a.from = px->me;
+		pthread_mutex_lock(&px->mu);
+		memcpy(pr->dv, px->dones, (size_t)px->npeers * sizeof *pr->dv);
+		pthread_mutex_unlock(&px->mu);
+		a.dones.dones_val = pr->dv;
+		a.dones.dones_len = (u_int)px->npeers;
+		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_PREPARE,
+		                      (xdrproc_t)xdr_px_prepare_args, &a,
+		                      (xdrproc_t)xdr_px_prepare_reply, &r, PX_CALL_TIMEOUT_MS);
+		pthread_mutex_lock(&px->mu);
+		note_call(px, p, rc == DKV_OK);
+		if (rc != DKV_OK) {
+			pthread_mutex_unlock(&px->mu);
+			refusals++;
+			if (rc == DKV_ERR_KILLED) break;
+			continue;
+		}
+		px_note_dones_locked(px, r.dones.dones_val, r.dones.dones_len);
+		if (r.status == PX_ST_OK) {
+			promises++;
+			if (range) {
+				if (r.range_ok)
+					add_busy(pr, r.busy.busy_val, r.busy.busy_len);
+				else
+					pr->range_all = false;
+			}
+			if (r.has_value && r.n > best_n) {
+				px_blob *b = px_blob_adopt(r.v.px_value_val, r.v.px_value_len);
+				if (b) {
+					r.v.px_value_val = NULL;
+					r.v.px_value_len = 0;
+					px_blob_unref(best);
+					best = b;
+					best_n = r.n;
+				} else {
+					promises--; /* cannot use it: count as a refusal */
+					refusals++;
+				}
+			}
+		} else if (r.status == PX_ST_REJECT) {
+			refusals++;
+			px_inst *in = px_find_locked(px, pr->seq);
+			if (in && r.n > in->n_seen) in->n_seen = r.n;
+		}
+		pthread_mutex_unlock(&px->mu);
+		if (r.status == PX_ST_DECIDED) {
+			px_blob *b = px_blob_adopt(r.v.px_value_val, r.v.px_value_len);
+			if (b) {
+				/* Already chosen: learn it and pass it on (the peers cut
+				 * off from the deciding proposer hear it from us). */
+				r.v.px_value_val = NULL;
+				r.v.px_value_len = 0;
+				xdr_free((xdrproc_t)xdr_px_prepare_reply, (char *)&r);
+				px_blob_unref(best);
+				*chosen = b;
+				*decided_by = p;
+				return ROUND_DONE;
+			}
+			refusals++;
+		}
+		xdr_free((xdrproc_t)xdr_px_prepare_reply, (char *)&r);
+		if (r.status == PX_ST_FORGOTTEN) {
+			px_blob_unref(best);
+			return ROUND_DONE;
+		}
+	}
+	if (promises < maj) {
+		px_blob_unref(best);
+		return ROUND_FAILED;
+	}
+	*chosen = best ? best : px_blob_ref(pr->v);
+	*ok = true;
+	return ROUND_DONE;
+}
+
+/* Phase 2. */
+static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *order,
+                                 px_blob *v, bool *ok)
+{
+	int maj = px->npeers / 2 + 1, accepts = 0, refusals = 0;
+	*ok = false;
+	for (int k = 0; k < px->npeers && accepts < maj && refusals <= px->npeers - maj; k++) {
+		int p = order[k];
+		if (p == px->me) {
+			pthread_mutex_lock(&px->mu);
+			px_inst *in = px_get_locked(px, pr->seq);
+			if (!in || px->dead || in->v_d) {
+				pthread_mutex_unlock(&px->mu);
+				return ROUND_DONE;
+			}
+			uint64_t np = 0;
+			if (px_acceptor_accept(in, n, v, &np) == PX_ST_OK) {
+				accepts++;
+			} else {
+				refusals++;
+				if (np > in->n_seen) in->n_seen = np;
+			}
+			pthread_mutex_unlock(&px->mu);
+			continue;
+		}
+		px_accept_args a;
+		px_accept_reply r;
+		memset(&a, 0, sizeof a);
+		memset(&r, 0, sizeof r);
+		a.seq = pr->seq;
+		a.n = n;
+		a.v.px_value_len = (u_int)v->len;
+		a.v.px_value_val = v->data;
+		a.from = px->me;
+		pthread_mutex_lock(&px->mu);
+		memcpy(pr->dv, px->dones, (size_t)px->npeers * sizeof *pr->dv);
+		pthread_mutex_unlock(&px->mu);
+		a.dones.dones_val = pr->dv;
+		a.dones.dones_len = (u_int)px->npeers;
+		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_ACCEPT,
+		                      (xdrproc_t)xdr_px_accept_args, &a,
+		                      (xdrproc_t)xdr_px_accept_reply, &r, PX_CALL_TIMEOUT_MS);
+		pthread_mutex_lock(&px->mu);
+		note_call(px, p, rc == DKV_OK);
+		if (rc != DKV_OK) {
+			pthread_mutex_unlock(&px->mu);
+			refusals++;
+			if (rc == DKV_ERR_KILLED) break;
+			continue;
+		}
+		px_note_dones_locked(px, r.dones.dones_val, r.dones.dones_len);
+		if (r.status == PX_ST_OK) {
+			accepts++;
+		} else {
+			refusals++;
+			px_inst *in = px_find_locked(px, pr->seq);
+			if (r.status == PX_ST_REJECT && in && r.n > in->n_seen) in->n_seen = r.n;
+		}
+		pthread_mutex_unlock(&px->mu);
+		xdr_free((xdrproc_t)xdr_px_accept_reply, (char *)&r);
+		if (r.status == PX_ST_FORGOTTEN) return ROUND_DONE;
+	}
+	if (accepts < maj) return ROUND_FAILED;
+	*ok = true;
+	return ROUND_DONE;
+}
+
+/* Phase 3: decide here, then tell every other peer (but `skip`) once. */
+static void decide(paxos *px, px_prop *pr, px_blob *v, int skip)
+{
+	learn(px, pr->seq, v);
+	for (int p = 0; p < px->npeers; p++) {
+		if (p == px->me || p == skip) continue;
+		px_decided_args a;
+		px_decided_reply r;
+		memset(&a, 0, sizeof a);
+		memset(&r, 0, sizeof r);
+		a.seq = pr->seq;
+		a.v.px_value_len = (u_int)v->len;
+		a.v.px_value_val = v->data;
+		a.from = px->me;
+		pthread_mutex_lock(&px->mu);
+		bool dead = px->dead;
+		memcpy(pr->dv, px->dones, (size_t)px->npeers * sizeof *pr->dv);
+		pthread_mutex_unlock(&px->mu);
+		a.dones.dones_val = pr->dv;
+		a.dones.dones_len = (u_int)px->npeers;
+		if (dead) return;
+		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_DECIDED,
+		                      (xdrproc_t)xdr_px_decided_args, &a,
+		                      (xdrproc_t)xdr_px_decided_reply, &r, PX_CALL_TIMEOUT_MS);
+		pthread_mutex_lock(&px->mu);
+		note_call(px, p, rc == DKV_OK);
+		if (rc == DKV_OK) px_note_dones_locked(px, r.dones.dones_val, r.dones.dones_len);
+		pthread_mutex_unlock(&px->mu);
+		if (rc == DKV_OK) xdr_free((xdrproc_t)xdr_px_decided_reply, (char *)&r);
+	}
+}
+
+/* Wait (px->mu held) for up to ms, or until seq is decided/forgotten or kill. */
+static void backoff_wait_locked(paxos *px, int seq, unsigned ms)
+{
+	uint64_t deadline = dkv_now_ms() + ms;
+	for (;;) {
+		if (px->dead || seq < px->min_seq) return;
+		px_inst *in = px_find_locked(px, seq);
+		if (in && in->v_d) return;
+		if (!dkv_cond_wait_until(&px->cv, &px->mu, deadline)) return;
+	}
+}
+
+/* May instance `in` skip phase 1 under our lease? (mu held) */
+static bool lease_covers_locked(paxos *px, const px_inst *in)
+{
+	if (!px->lead_n) return false;
+	if (px->floor_n != px->lead_n) { /* a higher range promise was given here */
+		px->lead_n = 0;
+		return false;
+	}
+	if (in->seq <= px->lead_from || in->seq <= px->dones[px->me]) return false;
+	if (in->n_a || in->n_p > px->lead_n) return false;
+	for (int i = 0; i < px->nunsafe; i++)
+		if (px->unsafe[i] == in->seq) return false;
+	return true;
+}
+
+/* A range round got a majority of range promises: take the lease (mu held).
+ * Ownership of pr->busy passes to px. */
+static void take_lease_locked(paxos *px, px_prop *pr, uint64_t n)
+{
+	if (px->floor_n != n || n <= px->lead_n) return; /* superseded meanwhile */
+	free(px->unsafe);
+	px->unsafe = pr->busy;
+	px->nunsafe = pr->nbusy;
+	pr->busy = NULL;
+	pr->nbusy = pr->capbusy = 0;
+	px->lead_n = n;
+	px->lead_from = pr->seq;
+}
+
+/*
+ * Run one job to its end (decided here, forgotten, or kill). px->mu held on
+ * entry and exit. Each round is one of:
+ *   fast   under our lease: ACCEPT(lead_n) at once (one round trip); on any
+ *          refusal the lease is dropped and a full round follows at once;
+ *   range  at the log's tip: a full round whose PREPARE also asks for the
+ *          range promise; a majority of them gives us the lease;
+ *   plain  a full round for this instance only (holes, older instances).
+ */
+static void propose_locked(paxos *px, px_prop *pr, int *order)
+{
+	unsigned cap = 1;
+	bool tried_fast = false;
+	for (;;) {
+		px_inst *in = px_get_locked(px, pr->seq);
+		if (px->dead || !in || in->v_d) break;
+		bool fast = !tried_fast && lease_covers_locked(px, in);
+		bool range = !fast && pr->seq >= px->max_seq && pr->seq > px->dones[px->me];
+		uint64_t n = fast ? px->lead_n : px_next_number(in, px->me);
+		tried_fast = true;
+		peer_order(px, pr->seq, order);
+		pthread_mutex_unlock(&px->mu);
+
+		px_blob *v = NULL;
+		round_result rr;
+		if (fast) {
+			bool accepted = false;
+			v = px_blob_ref(pr->v);
+			rr = accept_phase(px, pr, n, order, v, &accepted);
+			if (rr == ROUND_DONE && accepted) decide(px, pr, v, -1);
+		} else {
+			bool ok = false;
+			int decided_by = -1;
+			pr->range_all = range;
+			pr->nbusy = 0;
+			rr = prepare_phase(px, pr, n, range, order, &v, &ok, &decided_by);
+			if (rr == ROUND_DONE && decided_by >= 0) {
+				decide(px, pr, v, decided_by);
+			} else if (rr == ROUND_DONE && ok) {
+				if (range && pr->range_all) {
+					pthread_mutex_lock(&px->mu);
+					take_lease_locked(px, pr, n);
+					pthread_mutex_unlock(&px->mu);
+				}
+				bool accepted = false;
+				rr = accept_phase(px, pr, n, order, v, &accepted);
+				if (rr == ROUND_DONE && accepted) decide(px, pr, v, -1);
+			}
+		}
+		px_blob_unref(v);
+
+		pthread_mutex_lock(&px->mu);
+		if (rr == ROUND_DONE) break;
+		if (fast) {
+			if (px->lead_n == n) px->lead_n = 0;
+			continue; /* straight to a full round */
+		}
+		unsigned ms = 1 + (unsigned)dkv_rng_below(&px->rng, cap);
+		if (cap < PX_BACKOFF_MAX_MS) cap = cap * 2 > PX_BACKOFF_MAX_MS ? PX_BACKOFF_MAX_MS : cap * 2;
+		backoff_wait_locked(px, pr->seq, ms);
+	}
+	px_inst *in = px_find_locked(px, pr->seq);
+	if (in) in->proposing = false;
+}
+
+void *px_worker_main(void *arg)
+{
+	px_worker *w = arg;
+	paxos *px = w->px;
+	int *order = dkv_malloc((size_t)px->npeers * sizeof *order);
+	int *dv = dkv_malloc((size_t)px->npeers * sizeof *dv);
+
+	pthread_mutex_lock(&px->mu);
+	while (!px->dead) {
+		px_job *j = px->jobs;
+		if (j && order && dv) {
+			px->jobs = j->next;
+			if (!px->jobs) px->jobs_tail = NULL;
+			px->njobs--;
+			px_prop pr = {.seq = j->seq, .v = j->v, .dv = dv};
+			propose_locked(px, &pr, order);
+			free(pr.busy);
+			px_blob_unref(j->v);
+			free(j);
+			continue;
+		}
+		if (j) break; /* ENOMEM: leave the job to another worker */
+		px->nidle++;
+		bool woken = dkv_cond_wait_ms(&px->work_cv, &px->mu, PX_WORKER_IDLE_MS);
+		px->nidle--;
+		if (!woken && !px->jobs && px->nidle >= PX_WORKERS_KEEP) break;
+	}
+	w->finished = true;
+	pthread_mutex_unlock(&px->mu);
+	free(order);
+	free(dv);
+	return NULL;
+}

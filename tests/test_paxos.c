@@ -1,0 +1,1035 @@
+/*
+ * tests/test_paxos.c — the Paxos suite: every case of the lab's paxos tests
+ * (MIT 6.824 Lab 3A, notes/labtests.md §3.3) with the same setup, faults,
+ * timings and assertions, then our own checks.
+ *
+ * Invariants are checked at every poll, not only at the end: ndecided() fails
+ * the test as soon as two peers decided different values for a seq, or a peer
+ * decided a value that nobody proposed for that seq (every paxos_start goes
+ * through start(), which records a hash of the proposed value). Background
+ * threads (ManyForget, Lots) never call cmocka's fail: they record the first
+ * violation and the main thread fails with it after joining them.
+ */
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dkv/paxos.h"
+#include "lib/harness.h"
+#include "../paxos/paxos_internal.h"
+
+#define MAXP 8
+
+/* ------------------------------------------------------------ the cluster */
+
+typedef struct {
+	uint64_t hash;
+	size_t len;
+} proposal;
+
+typedef struct {
+	proposal *v;
+	size_t n, cap;
+} proposals;
+
+typedef struct {
+	int n;
+	paxos *px[MAXP];
+	char ports[MAXP][DKV_NAME_MAX];
+	const char *peers[MAXP];
+	th_names *nm; /* partition tests: per-pair names */
+	pthread_mutex_t mu; /* guards reg, nreg, violation */
+	proposals *reg;     /* reg[seq]: values proposed for seq */
+	int nreg;
+	char violation[512]; /* first invariant violation seen by a thread */
+} cluster;
+
+static uint64_t fnv1a(const void *p, size_t len)
+{
+	const unsigned char *b = p;
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < len; i++) {
+		h ^= b[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+/* cl_new: n peer slots; names per the lab (one name per peer, or per-pair names). */
+static cluster *cl_new(const char *tag, int n, bool per_pair)
+{
+	cluster *cl = calloc(1, sizeof *cl);
+	assert_non_null(cl);
+	cl->n = n;
+	pthread_mutex_init(&cl->mu, NULL);
+	if (per_pair) {
+		cl->nm = th_names_new("px", tag, n);
+		assert_non_null(cl->nm);
+	} else {
+		for (int i = 0; i < n; i++) {
+			th_port(cl->ports[i], "px", tag, i);
+			cl->peers[i] = cl->ports[i];
+		}
+	}
+	return cl;
+}
+
+static void cl_make(cluster *cl, int i)
+{
+	const char *const *peers = cl->nm ? th_peers(cl->nm, i) : cl->peers;
+	cl->px[i] = paxos_make(peers, cl->n, i, NULL);
+	assert_non_null(cl->px[i]);
+}
+
+static cluster *cl_start(const char *tag, int n, bool per_pair)
+{
+	cluster *cl = cl_new(tag, n, per_pair);
+	for (int i = 0; i < n; i++) cl_make(cl, i);
+	return cl;
+}
+
+static void cl_free(cluster *cl)
+{
+	for (int i = 0; i < cl->n; i++) paxos_kill(cl->px[i]);
+	for (int i = 0; i < cl->n; i++) paxos_free(cl->px[i]);
+	if (cl->nm) {
+		th_cleanpp(cl->nm);
+		th_names_free(cl->nm);
+	}
+	for (int i = 0; i < cl->nreg; i++) free(cl->reg[i].v);
+	free(cl->reg);
+	pthread_mutex_destroy(&cl->mu);
+	free(cl);
+}
+
+/* start: paxos_start on peer i, recording the proposal for the checks. */
+static void start_bytes(cluster *cl, int i, int seq, const void *v, size_t len)
+{
+	pthread_mutex_lock(&cl->mu);
+	if (seq >= cl->nreg) {
+		int nn = seq + 64;
+		cl->reg = realloc(cl->reg, (size_t)nn * sizeof *cl->reg);
+		memset(&cl->reg[cl->nreg], 0, (size_t)(nn - cl->nreg) * sizeof *cl->reg);
+		cl->nreg = nn;
+	}
+	proposals *ps = &cl->reg[seq];
+	if (ps->n == ps->cap) {
+		ps->cap = ps->cap ? ps->cap * 2 : 8;
+		ps->v = realloc(ps->v, ps->cap * sizeof *ps->v);
+	}
+	ps->v[ps->n].hash = fnv1a(v, len);
+	ps->v[ps->n].len = len;
+	ps->n++;
+	pthread_mutex_unlock(&cl->mu);
+	paxos_start(cl->px[i], seq, v, len);
+}
+
+static void start(cluster *cl, int i, int seq, const char *v)
+{
+	start_bytes(cl, i, seq, v, strlen(v));
+}
+
+static void start_int(cluster *cl, int i, int seq, long v)
+{
+	char buf[32];
+	snprintf(buf, sizeof buf, "%ld", v);
+	start(cl, i, seq, buf);
+}
+
+static bool was_proposed(cluster *cl, int seq, const void *v, size_t len)
+{
+	bool found = false;
+	uint64_t h = fnv1a(v, len);
+	pthread_mutex_lock(&cl->mu);
+	if (seq < cl->nreg)
+		for (size_t k = 0; k < cl->reg[seq].n && !found; k++)
+			found = cl->reg[seq].v[k].hash == h && cl->reg[seq].v[k].len == len;
+	pthread_mutex_unlock(&cl->mu);
+	return found;
+}
+
+/*
+ * ndecided_check: how many peers have decided seq; -1 (with err filled) if two
+ * decided values differ or a decided value was never proposed.
+ */
+static int ndecided_check(cluster *cl, int seq, char *err, size_t errlen)
+{
+	int count = 0;
+	void *first = NULL;
+	size_t flen = 0;
+	int rc = 0;
+	for (int i = 0; i < cl->n && rc == 0; i++) {
+		if (!cl->px[i]) continue;
+		void *v = NULL;
+		size_t len = 0;
+		if (paxos_status(cl->px[i], seq, &v, &len) != PAXOS_DECIDED) continue;
+		if (!v) {
+			snprintf(err, errlen, "seq %d: peer %d decided but no value", seq, i);
+			rc = -1;
+		} else if (first && (len != flen || memcmp(v, first, len) != 0)) {
+			snprintf(err, errlen, "seq %d: decided values differ: peer %d has %.40s, another %.40s",
+			         seq, i, (char *)v, (char *)first);
+			rc = -1;
+		} else if (!first && !was_proposed(cl, seq, v, len)) {
+			snprintf(err, errlen, "seq %d: peer %d decided %.40s, which nobody proposed", seq, i,
+			         (char *)v);
+			rc = -1;
+		}
+		count++;
+		if (!first) {
+			first = v;
+			flen = len;
+		} else {
+			free(v);
+		}
+	}
+	free(first);
+	return rc ? -1 : count;
+}
+
+/* Record a violation seen by a background thread (the first one wins). */
+static void note_violation(cluster *cl, const char *msg)
+{
+	pthread_mutex_lock(&cl->mu);
+	if (!cl->violation[0]) snprintf(cl->violation, sizeof cl->violation, "%s", msg);
+	pthread_mutex_unlock(&cl->mu);
+}
+
+static void assert_no_violation(cluster *cl)
+{
+	if (cl->violation[0]) fail_msg("%s", cl->violation);
+}
+
+/* ndecided: the lab's helper, failing at once on disagreement. */
+static int ndecided(cluster *cl, int seq)
+{
+	char err[512];
+	int nd = ndecided_check(cl, seq, err, sizeof err);
+	if (nd < 0) fail_msg("%s", err);
+	return nd;
+}
+
+/* waitn: poll up to 30 times (10 ms doubling below 1 s), then want >= wanted. */
+static void waitn(cluster *cl, int seq, int wanted)
+{
+	unsigned to = 10;
+	for (int iters = 0; iters < 30; iters++) {
+		if (ndecided(cl, seq) >= wanted) break;
+		th_sleep_ms(to);
+		if (to < 1000) to *= 2;
+	}
+	int nd = ndecided(cl, seq);
+	if (nd < wanted) fail_msg("too few decided; seq=%d ndecided=%d wanted=%d", seq, nd, wanted);
+}
+
+static void waitmajority(cluster *cl, int seq)
+{
+	waitn(cl, seq, cl->n / 2 + 1);
+}
+
+/* checkmax: after 3 s, at most `max` peers may have decided seq. */
+static void checkmax(cluster *cl, int seq, int max)
+{
+	th_sleep_ms(3000);
+	int nd = ndecided(cl, seq);
+	if (nd > max) fail_msg("too many decided; seq=%d ndecided=%d max=%d", seq, nd, max);
+}
+
+static void all_unreliable(cluster *cl, bool on)
+{
+	for (int i = 0; i < cl->n; i++) paxos_set_unreliable(cl->px[i], on);
+}
+
+#define G(...) ((const int[]){__VA_ARGS__, -1})
+
+/* ------------------------------------------------------------ lab tests */
+
+/* TestBasic: one proposer, many proposers (same and different values), out-of-order instances. */
+static void test_paxos_basic_proposers_agree_on_one_value(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("basic", 3, false);
+
+	printf("Test: Single proposer ...\n");
+	start(cl, 0, 0, "hello");
+	waitn(cl, 0, 3);
+
+	printf("Test: Many proposers, same value ...\n");
+	for (int i = 0; i < 3; i++) start_int(cl, i, 1, 77);
+	waitn(cl, 1, 3);
+
+	printf("Test: Many proposers, different values ...\n");
+	start_int(cl, 0, 2, 100);
+	start_int(cl, 1, 2, 101);
+	start_int(cl, 2, 2, 102);
+	waitn(cl, 2, 3);
+
+	printf("Test: Out-of-order instances ...\n");
+	start_int(cl, 0, 7, 700);
+	start_int(cl, 0, 6, 600);
+	start_int(cl, 1, 5, 500);
+	waitn(cl, 7, 3);
+	start_int(cl, 0, 4, 400);
+	start_int(cl, 1, 3, 300);
+	waitn(cl, 6, 3);
+	waitn(cl, 5, 3);
+	waitn(cl, 4, 3);
+	waitn(cl, 3, 3);
+	assert_int_equal(paxos_max(cl->px[0]), 7);
+	cl_free(cl);
+}
+
+/* TestDeaf: a majority decides without deaf peers; a deaf proposer learns the decision itself. */
+static void test_paxos_deaf_proposer_learns_decision_itself(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("deaf", 5, false);
+
+	printf("Test: Deaf proposer ...\n");
+	start(cl, 0, 0, "hello");
+	waitn(cl, 0, 5);
+
+	th_unlink(cl->ports[0]);
+	th_unlink(cl->ports[4]);
+
+	start(cl, 1, 1, "goodbye");
+	waitmajority(cl, 1);
+	th_sleep_ms(1000);
+	int nd = ndecided(cl, 1);
+	if (nd != 3) fail_msg("a deaf peer heard about a decision (ndecided=%d)", nd);
+
+	start(cl, 0, 1, "xxx");
+	waitn(cl, 1, 4);
+	th_sleep_ms(1000);
+	nd = ndecided(cl, 1);
+	if (nd != 4) fail_msg("a deaf peer heard about a decision (ndecided=%d)", nd);
+
+	start(cl, 4, 1, "yyy");
+	waitn(cl, 1, 5);
+	cl_free(cl);
+}
+
+/* TestForget: Min() starts at 0 and advances to 1 once every peer has called Done. */
+static void test_paxos_min_advances_after_every_peer_calls_done(void **state)
+{
+	(void)state;
+	const int n = 6;
+	cluster *cl = cl_start("gc", n, false);
+
+	printf("Test: Forgetting ...\n");
+	for (int i = 0; i < n; i++) {
+		int m = paxos_min(cl->px[i]);
+		if (m > 0) fail_msg("wrong initial Min() %d", m);
+	}
+	start(cl, 0, 0, "00");
+	start(cl, 1, 1, "11");
+	start(cl, 2, 2, "22");
+	start(cl, 0, 6, "66");
+	start(cl, 1, 7, "77");
+
+	waitn(cl, 0, n);
+	for (int i = 0; i < n; i++) {
+		int m = paxos_min(cl->px[i]);
+		if (m != 0) fail_msg("wrong Min() %d; expected 0", m);
+	}
+	waitn(cl, 1, n);
+	for (int i = 0; i < n; i++) {
+		int m = paxos_min(cl->px[i]);
+		if (m != 0) fail_msg("wrong Min() %d; expected 0", m);
+	}
+
+	for (int i = 0; i < n; i++) paxos_done(cl->px[i], 0);
+	for (int i = 1; i < n; i++) paxos_done(cl->px[i], 1);
+	for (int i = 0; i < n; i++) start(cl, i, 8 + i, "xx");
+
+	bool allok = false;
+	for (int iters = 0; iters < 12; iters++) {
+		allok = true;
+		for (int i = 0; i < n; i++)
+			if (paxos_min(cl->px[i]) != 1) allok = false;
+		if (allok) break;
+		th_sleep_ms(1000);
+	}
+	if (!allok) fail_msg("Min() did not advance after Done()");
+	cl_free(cl);
+}
+
+typedef struct {
+	cluster *cl;
+	int maxseq;
+	volatile int stop;
+} forget_ctx;
+
+static void *manyforget_starter(void *arg)
+{
+	forget_ctx *c = arg;
+	int na[64];
+	for (int i = 0; i < c->maxseq; i++) na[i] = i;
+	for (int i = c->maxseq - 1; i > 0; i--) { /* random permutation */
+		int j = (int)(th_rand() % (uint64_t)(i + 1));
+		int t = na[i];
+		na[i] = na[j];
+		na[j] = t;
+	}
+	for (int i = 0; i < c->maxseq; i++) {
+		int seq = na[i];
+		int p = (int)(th_rand() % (uint64_t)c->cl->n);
+		start_int(c->cl, p, seq, (long)(th_rand() % 1000000000));
+	}
+	return NULL;
+}
+
+static void *manyforget_doner(void *arg)
+{
+	forget_ctx *c = arg;
+	while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+		int seq = (int)(th_rand() % (uint64_t)c->maxseq);
+		int i = (int)(th_rand() % (uint64_t)c->cl->n);
+		if (seq >= paxos_min(c->cl->px[i]) &&
+		    paxos_status(c->cl->px[i], seq, NULL, NULL) == PAXOS_DECIDED)
+			paxos_done(c->cl->px[i], seq);
+	}
+	return NULL;
+}
+
+/* TestManyForget: random Starts and Dones on unreliable peers never crash. */
+static void test_paxos_lots_of_forgetting_on_unreliable_network_is_safe(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("manygc", 3, false);
+	all_unreliable(cl, true);
+
+	printf("Test: Lots of forgetting ...\n");
+	forget_ctx c = {.cl = cl, .maxseq = 20, .stop = 0};
+	pthread_t a, b;
+	assert_int_equal(pthread_create(&a, NULL, manyforget_starter, &c), 0);
+	assert_int_equal(pthread_create(&b, NULL, manyforget_doner, &c), 0);
+	th_sleep_ms(5000);
+	__atomic_store_n(&c.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	all_unreliable(cl, false);
+	th_sleep_ms(2000);
+
+	for (int seq = 0; seq < c.maxseq; seq++) {
+		for (int i = 0; i < cl->n; i++) {
+			if (seq >= paxos_min(cl->px[i])) paxos_status(cl->px[i], seq, NULL, NULL);
+		}
+		ndecided(cl, seq); /* and whatever is decided agrees */
+	}
+	cl_free(cl);
+}
+
+/* TestForgetMem: forgotten instances release their memory and are not re-created. */
+static void test_paxos_forgotten_instances_release_memory(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("gcmem", 3, false);
+
+	printf("Test: Paxos frees forgotten instance memory ...\n");
+	start(cl, 0, 0, "x");
+	waitn(cl, 0, 3);
+
+	malloc_trim(0);
+	size_t m0 = th_live_heap();
+	for (int i = 1; i <= 10; i++) {
+		size_t sz = 1000000;
+		char *big = malloc(sz + 1);
+		assert_non_null(big);
+		th_randstr(big, sz);
+		start_bytes(cl, 0, i, big, sz);
+		free(big);
+		waitn(cl, i, 3);
+	}
+	malloc_trim(0);
+	size_t m1 = th_live_heap();
+
+	for (int i = 0; i < 3; i++) paxos_done(cl->px[i], 10);
+	for (int i = 0; i < 3; i++) start(cl, i, 11 + i, "z");
+	th_sleep_ms(3000);
+	for (int i = 0; i < 3; i++) {
+		int m = paxos_min(cl->px[i]);
+		if (m != 11) fail_msg("expected Min() %d, got %d", 11, m);
+	}
+
+	malloc_trim(0);
+	size_t m2 = th_live_heap();
+	printf("  live heap: m0 %zu, m1 %zu, m2 %zu bytes\n", m0, m1, m2);
+	if (m2 > m1 / 2) fail_msg("memory use did not shrink enough (m1 %zu, m2 %zu)", m1, m2);
+
+	char fresh[3][3][21];
+	for (int i = 0; i < 3; i++) {
+		for (int seq = 0; seq <= 2; seq++) {
+			if (paxos_status(cl->px[i], seq, NULL, NULL) != PAXOS_FORGOTTEN)
+				fail_msg("seq %d < Min() is not forgotten", seq);
+			th_randstr(fresh[i][seq], 20);
+			start(cl, i, seq, fresh[i][seq]);
+		}
+	}
+	th_sleep_ms(1000);
+	for (int i = 0; i < 3; i++) {
+		for (int seq = 0; seq <= 2; seq++) {
+			void *v = NULL;
+			if (paxos_status(cl->px[i], seq, &v, NULL) != PAXOS_FORGOTTEN)
+				fail_msg("seq %d < Min() is not forgotten", seq);
+			if (v && strcmp(v, fresh[i][seq]) == 0) fail_msg("forgotten seq %d was re-created", seq);
+			free(v);
+		}
+	}
+	cl_free(cl);
+}
+
+/* TestDoneMax: Max() still reports the highest seq after every peer called Done on it. */
+static void test_paxos_max_survives_done(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("donemax", 3, false);
+
+	printf("Test: Paxos Max() after Done()s ...\n");
+	start(cl, 0, 0, "x");
+	waitn(cl, 0, 3);
+	for (int i = 1; i <= 10; i++) {
+		start(cl, 0, i, "y");
+		waitn(cl, i, 3);
+	}
+	for (int i = 0; i < 3; i++) paxos_done(cl->px[i], 10);
+	for (int i = 0; i < 3; i++) start(cl, i, 10, "z");
+	th_sleep_ms(2000);
+	for (int i = 0; i < 3; i++) {
+		int m = paxos_max(cl->px[i]);
+		if (m != 10) fail_msg("Max() did not return correct result %d after calling Done(); returned %d", 10, m);
+	}
+	cl_free(cl);
+}
+
+static unsigned long total_rpcs(cluster *cl)
+{
+	unsigned long t = 0;
+	for (int i = 0; i < cl->n; i++) t += paxos_rpc_count(cl->px[i]);
+	return t;
+}
+
+/* TestRPCCount: serial and concurrent agreements stay within the lab's RPC budgets. */
+static void test_paxos_rpc_counts_stay_within_lab_budget(void **state)
+{
+	(void)state;
+	const int n = 3;
+	cluster *cl = cl_start("count", n, false);
+
+	printf("Test: Paxos RPC counts aren't too high ...\n");
+	const int ninst1 = 5;
+	int seq = 0;
+	for (int i = 0; i < ninst1; i++) {
+		start(cl, 0, seq, "x");
+		waitn(cl, seq, n);
+		seq++;
+	}
+	th_sleep_ms(2000);
+	unsigned long total1 = total_rpcs(cl);
+	unsigned long expected1 = (unsigned long)(ninst1 * n * n);
+	printf("  serial: %lu RPCs for %d agreements (budget %lu)\n", total1, ninst1, expected1);
+	if (total1 > expected1) fail_msg("too many RPCs for serial Start()s; %d instances, got %lu, expected %lu",
+	                                 ninst1, total1, expected1);
+
+	const int ninst2 = 5;
+	for (int i = 0; i < ninst2; i++) {
+		for (int j = 0; j < n; j++) start_int(cl, j, seq, j + (i * 10));
+		waitn(cl, seq, n);
+		seq++;
+	}
+	th_sleep_ms(2000);
+	unsigned long total2 = total_rpcs(cl) - total1;
+	unsigned long expected2 = (unsigned long)(ninst2 * n * 15);
+	printf("  concurrent: %lu RPCs for %d agreements (budget %lu)\n", total2, ninst2, expected2);
+	if (total2 > expected2) fail_msg("too many RPCs for concurrent Start()s; %d instances, got %lu, expected %lu",
+	                                 ninst2, total2, expected2);
+	cl_free(cl);
+}
+
+/* The body of TestMany and TestManyUnreliable: 50 instances, `window` in flight. */
+static void many_instances(cluster *cl, int window)
+{
+	const int ninst = 50;
+	for (int i = 0; i < cl->n; i++) start_int(cl, i, 0, 0);
+	uint64_t deadline = th_now_ms() + 120000; /* the lab has none: it would hang */
+	for (int seq = 1; seq < ninst; seq++) {
+		while (seq >= window && ndecided(cl, seq - window) < cl->n) {
+			if (th_now_ms() > deadline) fail_msg("seq %d never decided everywhere", seq - window);
+			th_sleep_ms(20);
+		}
+		for (int i = 0; i < cl->n; i++) start_int(cl, i, seq, seq * 10 + i);
+	}
+	for (;;) {
+		bool done = true;
+		for (int seq = 1; seq < ninst; seq++)
+			if (ndecided(cl, seq) < cl->n) done = false;
+		if (done) break;
+		if (th_now_ms() > deadline) fail_msg("not every instance decided everywhere");
+		th_sleep_ms(100);
+	}
+}
+
+/* TestMany: many instances, five in flight at a time, all decide everywhere. */
+static void test_paxos_many_instances_all_decide(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("many", 3, false);
+	printf("Test: Many instances ...\n");
+	many_instances(cl, 5);
+	cl_free(cl);
+}
+
+/* TestOld: a late peer's proposal cannot override the majority's decision. */
+static void test_paxos_minority_proposal_is_ignored(void **state)
+{
+	(void)state;
+	cluster *cl = cl_new("old", 5, false);
+	printf("Test: Minority proposal ignored ...\n");
+	cl_make(cl, 1);
+	cl_make(cl, 2);
+	cl_make(cl, 3);
+	start_int(cl, 1, 1, 111);
+	waitmajority(cl, 1);
+
+	cl_make(cl, 0);
+	start_int(cl, 0, 1, 222);
+	waitn(cl, 1, 4);
+	void *v = NULL;
+	assert_int_equal(paxos_status(cl->px[0], 1, &v, NULL), PAXOS_DECIDED);
+	assert_string_equal(v, "111");
+	free(v);
+	cl_free(cl);
+}
+
+/* TestManyUnreliable: many instances on unreliable peers, three in flight, all decide. */
+static void test_paxos_many_instances_decide_on_unreliable_network(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("manyun", 3, false);
+	printf("Test: Many instances, unreliable RPC ...\n");
+	all_unreliable(cl, true);
+	many_instances(cl, 3);
+	cl_free(cl);
+}
+
+/* TestPartition: no decision without a majority; the majority decides; heals converge. */
+static void test_paxos_partitions_decide_only_with_a_majority(void **state)
+{
+	(void)state;
+	const int n = 5;
+	cluster *cl = cl_start("partition", n, true);
+	int seq = 0;
+
+	printf("Test: No decision if partitioned ...\n");
+	th_part3(cl->nm, G(0, 2), G(1, 3), G(4));
+	start_int(cl, 1, seq, 111);
+	checkmax(cl, seq, 0);
+
+	printf("Test: Decision in majority partition ...\n");
+	th_part3(cl->nm, G(0), G(1, 2, 3), G(4));
+	th_sleep_ms(2000);
+	waitmajority(cl, seq);
+
+	printf("Test: All agree after full heal ...\n");
+	start_int(cl, 0, seq, 1000); /* poke them */
+	start_int(cl, 4, seq, 1004);
+	th_part3(cl->nm, G(0, 1, 2, 3, 4), NULL, NULL);
+	waitn(cl, seq, n);
+
+	printf("Test: One peer switches partitions ...\n");
+	for (int iters = 0; iters < 20; iters++) {
+		seq++;
+		th_part3(cl->nm, G(0, 1, 2), G(3, 4), NULL);
+		start_int(cl, 0, seq, seq * 10);
+		start_int(cl, 3, seq, (seq * 10) + 1);
+		waitmajority(cl, seq);
+		if (ndecided(cl, seq) > 3) fail_msg("too many decided");
+		th_part3(cl->nm, G(0, 1), G(2, 3, 4), NULL);
+		waitn(cl, seq, n);
+	}
+
+	printf("Test: One peer switches partitions, unreliable ...\n");
+	for (int iters = 0; iters < 20; iters++) {
+		seq++;
+		all_unreliable(cl, true);
+		th_part3(cl->nm, G(0, 1, 2), G(3, 4), NULL);
+		for (int i = 0; i < n; i++) start_int(cl, i, seq, (seq * 10) + i);
+		waitn(cl, seq, 3);
+		if (ndecided(cl, seq) > 3) fail_msg("too many decided");
+		th_part3(cl->nm, G(0, 1), G(2, 3, 4), NULL);
+		all_unreliable(cl, false);
+		waitn(cl, seq, 5);
+	}
+	cl_free(cl);
+}
+
+typedef struct {
+	cluster *cl;
+	volatile int done;
+	int seq; /* atomic */
+} lots_ctx;
+
+static void *lots_partitioner(void *arg)
+{
+	lots_ctx *c = arg;
+	while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
+		int group_of[MAXP];
+		for (int i = 0; i < c->cl->n; i++) group_of[i] = (int)(th_rand() % 3);
+		th_partition(c->cl->nm, group_of);
+		th_sleep_ms((unsigned)(th_rand() % 200));
+	}
+	return NULL;
+}
+
+static void *lots_starter(void *arg)
+{
+	lots_ctx *c = arg;
+	char err[512];
+	while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
+		int sq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
+		int nd = 0;
+		for (int i = 0; i < sq; i++) {
+			int k = ndecided_check(c->cl, i, err, sizeof err);
+			if (k < 0) note_violation(c->cl, err);
+			if (k == c->cl->n) nd++;
+		}
+		if (sq - nd < 10) {
+			for (int i = 0; i < c->cl->n; i++) start_int(c->cl, i, sq, (long)(th_rand() % 10));
+			__atomic_store_n(&c->seq, sq + 1, __ATOMIC_RELEASE);
+		}
+		th_sleep_ms((unsigned)(th_rand() % 300));
+	}
+	return NULL;
+}
+
+static void *lots_checker(void *arg)
+{
+	lots_ctx *c = arg;
+	char err[512];
+	while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
+		int sq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
+		for (int i = 0; i < sq; i++)
+			if (ndecided_check(c->cl, i, err, sizeof err) < 0) note_violation(c->cl, err);
+		th_sleep_ms((unsigned)(th_rand() % 300));
+	}
+	return NULL;
+}
+
+/* TestLots: many requests under random partitions and unreliable RPC; all decide after repair. */
+static void test_paxos_many_requests_with_changing_partitions_all_decide(void **state)
+{
+	(void)state;
+	const int n = 5;
+	cluster *cl = cl_start("lots", n, true);
+	printf("Test: Many requests, changing partitions ...\n");
+	all_unreliable(cl, true);
+
+	lots_ctx c = {.cl = cl, .done = 0, .seq = 0};
+	pthread_t t1, t2, t3;
+	assert_int_equal(pthread_create(&t1, NULL, lots_partitioner, &c), 0);
+	assert_int_equal(pthread_create(&t2, NULL, lots_starter, &c), 0);
+	assert_int_equal(pthread_create(&t3, NULL, lots_checker, &c), 0);
+	th_sleep_ms(20000);
+	__atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	pthread_join(t3, NULL);
+	assert_no_violation(cl);
+
+	all_unreliable(cl, false);
+	th_part3(cl->nm, G(0, 1, 2, 3, 4), NULL, NULL);
+	th_sleep_ms(5000);
+	printf("  %d instances started\n", c.seq);
+	for (int i = 0; i < c.seq; i++) waitmajority(cl, i);
+	cl_free(cl);
+}
+
+/* ------------------------------------------------------------ our own tests */
+
+/* A failure-free agreement among 3 peers costs at most 9 RPCs (the design target). */
+static void test_paxos_failure_free_agreement_costs_at_most_nine_rpcs(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("cheap", 3, false);
+	const int k = 20;
+	for (int seq = 0; seq < k; seq++) {
+		start(cl, seq % 3, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	unsigned long t = total_rpcs(cl);
+	printf("  %lu RPCs for %d agreements (%.1f each)\n", t, k, (double)t / k);
+	if (t > (unsigned long)(9 * k)) fail_msg("%lu RPCs for %d agreements", t, k);
+	cl_free(cl);
+}
+
+typedef struct {
+	cluster *cl;
+	int me;
+	int count;
+	char err[512];
+} tip_ctx;
+
+/* Propose at this peer's log tip again and again, like a would-be leader. */
+static void *tip_proposer(void *arg)
+{
+	tip_ctx *c = arg;
+	for (int k = 0; k < c->count; k++) {
+		int seq = paxos_max(c->cl->px[c->me]) + 1;
+		start_int(c->cl, c->me, seq, 1000000L * (c->me + 1) + k);
+		uint64_t deadline = th_now_ms() + 30000;
+		while (paxos_status(c->cl->px[c->me], seq, NULL, NULL) != PAXOS_DECIDED) {
+			int nd = ndecided_check(c->cl, seq, c->err, sizeof c->err);
+			if (nd < 0) return NULL;
+			if (th_now_ms() > deadline) {
+				snprintf(c->err, sizeof c->err, "peer %d: seq %d not decided in 30 s", c->me, seq);
+				return NULL;
+			}
+			th_sleep_ms(1);
+		}
+	}
+	return NULL;
+}
+
+/* Peers competing for the log tip (Multi-Paxos leases fighting) on an unreliable network still agree. */
+static void test_paxos_competing_tip_proposers_agree_on_unreliable_network(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("tips", 3, false);
+	all_unreliable(cl, true);
+	tip_ctx c[3];
+	pthread_t t[3];
+	const int count = th_under_valgrind() ? 10 : 40;
+	for (int i = 0; i < 3; i++) {
+		c[i] = (tip_ctx){.cl = cl, .me = i, .count = count};
+		assert_int_equal(pthread_create(&t[i], NULL, tip_proposer, &c[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+	for (int i = 0; i < 3; i++)
+		if (c[i].err[0]) fail_msg("%s", c[i].err);
+	all_unreliable(cl, false);
+	int top = 0;
+	for (int i = 0; i < 3; i++)
+		if (paxos_max(cl->px[i]) > top) top = paxos_max(cl->px[i]);
+	/* every instance anyone decided agrees everywhere it is decided; the
+	 * peers that missed a decision learn it by proposing there themselves */
+	for (int seq = 0; seq <= top; seq++) {
+		if (ndecided(cl, seq) == 0) continue;
+		for (int i = 0; i < 3; i++) start(cl, i, seq, "late");
+		waitn(cl, seq, 3);
+	}
+	cl_free(cl);
+}
+
+/* A stable proposer skips phase 1: its agreements cost at most 9 RPCs, in fact about 3. */
+static void test_paxos_stable_proposer_agreements_are_cheap(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("stable", 3, false);
+	start(cl, 0, 0, "first");
+	waitn(cl, 0, 3);
+	unsigned long t0 = total_rpcs(cl);
+	const int k = 20;
+	for (int seq = 1; seq <= k; seq++) {
+		start(cl, 0, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	unsigned long t = total_rpcs(cl) - t0;
+	printf("  %lu RPCs for %d agreements by one proposer (%.1f each)\n", t, k, (double)t / k);
+	if (t > (unsigned long)(9 * k)) fail_msg("%lu RPCs for %d agreements", t, k);
+	cl_free(cl);
+}
+
+/* Values are byte strings: embedded NULs and the empty value survive, and equality is by bytes. */
+static void test_paxos_values_are_byte_strings(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("bytes", 3, false);
+	static const char bin[] = {'a', 0, 'b', 0, 0, 'c'};
+	start_bytes(cl, 1, 0, bin, sizeof bin);
+	start_bytes(cl, 2, 1, "", 0);
+	waitn(cl, 0, 3);
+	waitn(cl, 1, 3);
+	for (int i = 0; i < 3; i++) {
+		void *v = NULL;
+		size_t len = 99;
+		assert_int_equal(paxos_status(cl->px[i], 0, &v, &len), PAXOS_DECIDED);
+		assert_int_equal(len, sizeof bin);
+		assert_memory_equal(v, bin, sizeof bin);
+		free(v);
+		assert_int_equal(paxos_status(cl->px[i], 1, &v, &len), PAXOS_DECIDED);
+		assert_int_equal(len, 0);
+		assert_non_null(v);
+		free(v);
+		assert_int_equal(paxos_status(cl->px[i], 2, &v, &len), PAXOS_PENDING);
+		assert_null(v);
+	}
+	cl_free(cl);
+}
+
+/* Done only moves forward, and Start below Min() is ignored. */
+static void test_paxos_done_only_moves_forward(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("fwd", 3, false);
+	for (int seq = 0; seq < 4; seq++) {
+		start(cl, 0, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	for (int i = 0; i < 3; i++) {
+		paxos_done(cl->px[i], 2);
+		paxos_done(cl->px[i], 0); /* no effect */
+	}
+	start(cl, 0, 4, "w"); /* carries the Done values around */
+	waitn(cl, 4, 3);
+	WAIT_UNTIL(paxos_min(cl->px[0]) == 3 && paxos_min(cl->px[1]) == 3 && paxos_min(cl->px[2]) == 3, 10000);
+	start(cl, 1, 1, "again");
+	assert_int_equal(paxos_status(cl->px[1], 1, NULL, NULL), PAXOS_FORGOTTEN);
+	assert_int_equal(paxos_status(cl->px[1], 3, NULL, NULL), PAXOS_DECIDED);
+	cl_free(cl);
+}
+
+/* A peer registered on a shared server leaves the server serving after paxos_kill. */
+static void test_paxos_on_shared_server_kill_removes_only_its_program(void **state)
+{
+	(void)state;
+	cluster *cl = cl_new("shared", 3, false);
+	dkv_rpc_server *srv[3];
+	for (int i = 0; i < 3; i++) {
+		srv[i] = dkv_rpc_server_listen(cl->ports[i]);
+		assert_non_null(srv[i]);
+		cl->px[i] = paxos_make(cl->peers, 3, i, srv[i]);
+		assert_non_null(cl->px[i]);
+	}
+	start(cl, 0, 0, "shared");
+	waitn(cl, 0, 3);
+	/* kill peer 2's Paxos but keep its server: the others still agree */
+	paxos_kill(cl->px[2]);
+	start(cl, 1, 1, "two");
+	waitmajority(cl, 1);
+	assert_int_equal(paxos_status(cl->px[2], 1, NULL, NULL), PAXOS_PENDING);
+	assert_true(paxos_rpc_count(cl->px[2]) > 0); /* still readable after kill */
+	/* the server itself still accepts connections (other programs stay) */
+	unsigned long before = dkv_rpc_server_count(srv[2]);
+	start(cl, 0, 2, "three");
+	waitmajority(cl, 2);
+	WAIT_UNTIL(dkv_rpc_server_count(srv[2]) > before, 10000);
+	cl_free(cl);
+	for (int i = 0; i < 3; i++) dkv_rpc_server_free(srv[i]);
+}
+
+/* Kill while proposers run against a partition: returns, joins every thread, frees everything. */
+static void test_paxos_kill_mid_agreement_joins_every_thread(void **state)
+{
+	(void)state;
+	int threads0 = th_thread_count();
+	cluster *cl = cl_start("killmid", 5, true);
+	th_part3(cl->nm, G(0, 1), G(2, 3), G(4)); /* nobody has a majority */
+	for (int seq = 0; seq < 10; seq++)
+		for (int i = 0; i < 5; i++) start_int(cl, i, seq, seq * 10 + i);
+	th_sleep_ms(300);
+	assert_true(th_thread_count() > threads0);
+	for (int i = 0; i < 5; i++) {
+		paxos_kill(cl->px[i]);
+		paxos_kill(cl->px[i]); /* idempotent */
+	}
+	/* after kill: queries work, Start is ignored */
+	start(cl, 0, 20, "late");
+	assert_int_equal(paxos_status(cl->px[0], 20, NULL, NULL), PAXOS_PENDING);
+	assert_true(paxos_max(cl->px[0]) >= 9);
+	cl_free(cl);
+	WAIT_UNTIL(th_thread_count() <= threads0, 10000);
+	paxos_free(NULL);
+}
+
+/* The pure acceptor core: promises only above n_p, accepts at or above it, reports what it accepted. */
+static void test_paxos_acceptor_core_follows_paxos_made_simple(void **state)
+{
+	(void)state;
+	px_inst in;
+	memset(&in, 0, sizeof in);
+	px_blob *a = px_blob_copy("a", 1), *b = px_blob_copy("b", 1);
+	assert_non_null(a);
+	assert_non_null(b);
+	px_promise pm;
+	uint64_t np = 0;
+
+	px_acceptor_prepare(&in, 10, &pm);
+	assert_int_equal(pm.status, PX_ST_OK);
+	assert_int_equal(pm.n, 0);
+	assert_null(pm.v);
+	px_acceptor_prepare(&in, 10, &pm); /* not above n_p */
+	assert_int_equal(pm.status, PX_ST_REJECT);
+	assert_int_equal(pm.n, 10);
+	assert_int_equal(px_acceptor_accept(&in, 9, a, &np), PX_ST_REJECT);
+	assert_int_equal(np, 10);
+	assert_int_equal(px_acceptor_accept(&in, 10, a, &np), PX_ST_OK);
+	px_acceptor_prepare(&in, 20, &pm);
+	assert_int_equal(pm.status, PX_ST_OK);
+	assert_int_equal(pm.n, 10);
+	assert_ptr_equal(pm.v, a);
+	assert_false(px_acceptor_can_accept(&in, 15));
+	assert_int_equal(px_acceptor_accept(&in, 25, b, &np), PX_ST_OK);
+	assert_int_equal(in.n_a, 25);
+	assert_true(px_blob_equal(in.v_a, "b", 1));
+
+	/* proposal numbers: above everything seen, unique per peer */
+	in.n_seen = (uint64_t)7 << PX_ROUND_SHIFT;
+	uint64_t n1 = px_next_number(&in, 1), n2 = px_next_number(&in, 2);
+	assert_true(n1 > in.n_seen && n1 > in.n_p);
+	assert_true(n1 != n2);
+	assert_int_equal(n1 & ((1u << PX_ROUND_SHIFT) - 1), 1);
+
+	px_blob_unref(in.v_a);
+	px_blob_unref(a);
+	px_blob_unref(b);
+}
+
+/* paxos_make rejects bad arguments with EINVAL. */
+static void test_paxos_make_rejects_bad_arguments(void **state)
+{
+	(void)state;
+	char port[DKV_NAME_MAX];
+	const char *peers[1] = {th_port(port, "px", "bad", 0)};
+	errno = 0;
+	assert_null(paxos_make(peers, 1, 1, NULL));
+	assert_int_equal(errno, EINVAL);
+	assert_null(paxos_make(peers, 0, 0, NULL));
+	assert_null(paxos_make(NULL, 1, 0, NULL));
+	/* a single peer is its own majority */
+	paxos *px = paxos_make(peers, 1, 0, NULL);
+	assert_non_null(px);
+	paxos_start(px, 0, "solo", 4);
+	WAIT_UNTIL(paxos_status(px, 0, NULL, NULL) == PAXOS_DECIDED, 10000);
+	paxos_free(px);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_paxos_basic_proposers_agree_on_one_value),
+		cmocka_unit_test(test_paxos_deaf_proposer_learns_decision_itself),
+		cmocka_unit_test(test_paxos_min_advances_after_every_peer_calls_done),
+		cmocka_unit_test(test_paxos_lots_of_forgetting_on_unreliable_network_is_safe),
+		cmocka_unit_test(test_paxos_forgotten_instances_release_memory),
+		cmocka_unit_test(test_paxos_max_survives_done),
+		cmocka_unit_test(test_paxos_rpc_counts_stay_within_lab_budget),
+		cmocka_unit_test(test_paxos_many_instances_all_decide),
+		cmocka_unit_test(test_paxos_minority_proposal_is_ignored),
+		cmocka_unit_test(test_paxos_many_instances_decide_on_unreliable_network),
+		cmocka_unit_test(test_paxos_partitions_decide_only_with_a_majority),
+		cmocka_unit_test(test_paxos_many_requests_with_changing_partitions_all_decide),
+		cmocka_unit_test(test_paxos_failure_free_agreement_costs_at_most_nine_rpcs),
+		cmocka_unit_test(test_paxos_competing_tip_proposers_agree_on_unreliable_network),
+		cmocka_unit_test(test_paxos_stable_proposer_agreements_are_cheap),
+		cmocka_unit_test(test_paxos_values_are_byte_strings),
+		cmocka_unit_test(test_paxos_done_only_moves_forward),
+		cmocka_unit_test(test_paxos_on_shared_server_kill_removes_only_its_program),
+		cmocka_unit_test(test_paxos_kill_mid_agreement_joins_every_thread),
+		cmocka_unit_test(test_paxos_acceptor_core_follows_paxos_made_simple),
+		cmocka_unit_test(test_paxos_make_rejects_bad_arguments),
+	};
+	return th_run_suite("paxos", tests);
+}
