@@ -107,12 +107,14 @@ $(BUILD)/gen/%_xdr.c: %.x | $(DEPS_STAMP)
 	rpcgen -M -i 0 -c -o $@ $<
 	@sed -i 's|^#include ".*/\([^/"]*\.h\)"|#include "\1"|' $@
 
-$(BUILD)/obj/gen/%_xdr.o: $(BUILD)/gen/%_xdr.c $(GEN_H)
+$(BUILD)/obj/gen/%_xdr.o: $(BUILD)/gen/%_xdr.c | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_GEN) -c -o $@ $<
 
 # ---------------------------------------------------------------- objects
-$(BUILD)/obj/%.o: %.c $(GEN_H) | $(DEPS_STAMP)
+# Generated headers must exist before the first compile (order-only); after that
+# the -MMD dependency files say which object needs which header.
+$(BUILD)/obj/%.o: %.c | $(GEN_H) $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
