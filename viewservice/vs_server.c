@@ -1,0 +1,200 @@
+/*
+ * viewservice/vs_server.c — the view service's RPC shell around vs_core.
+ *
+ * One dkv_rpc_server listens at `me` and serves VS_PING and VS_GET; each handler
+ * decodes (done by libdkvrpc), locks, calls the core with the monotonic time,
+ * unlocks and fills the reply — nothing else (STYLE P2). A ticker thread calls
+ * vs_core_tick every VIEWSERVICE_PING_INTERVAL_MS on an absolute schedule; it
+ * waits on a condition variable, so _kill wakes it at once instead of waiting out
+ * a sleep.
+ *
+ * Locking: `mu` guards the core and `dead`. Handlers never block and make no
+ * outgoing calls. Kill order: stop the listener (in-flight handlers finish, no
+ * new ones start), then stop and join the ticker. `kill_mu` serialises concurrent
+ * kills so every caller returns only once everything has stopped.
+ * The RPC count is the listener's request counter (every call message received,
+ * including those unreliable mode drops), which outlives kill.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dkv/viewservice.h"
+#include "dkv_internal.h"
+#include "vs_core.h"
+#include "vs_prot.h"
+#include "vs_server_internal.h"
+
+struct viewservice_server {
+	pthread_mutex_t mu; /* guards every field down to `dead` */
+	pthread_cond_t cv;  /* signalled on kill (wakes the ticker) */
+	vs_core core;
+	bool dead;
+
+	/* Set once at start, read-only afterwards. */
+	dkv_rpc_server *rpcs;
+	pthread_t ticker;
+
+	pthread_mutex_t kill_mu; /* serialises _kill; guards `killed` */
+	bool killed;
+};
+
+/* Fill a reply view; the strings are malloc'ed because the RPC layer xdr_frees
+ * the reply. On allocation failure a string stays NULL and the reply fails to
+ * encode: the caller sees a failed call. */
+static void fill_view(vs_view_x *x, const viewservice_view *v)
+{
+	x->viewnum = v->viewnum;
+	x->primary = dkv_strdup(v->primary);
+	x->backup = dkv_strdup(v->backup);
+}
+
+static void handle_ping(void *inst, void *argp, void *resp)
+{
+	viewservice_server *vs = inst;
+	const vs_ping_args *args = argp;
+	vs_view_reply *res = resp;
+	viewservice_view v;
+
+	pthread_mutex_lock(&vs->mu);
+	(void)vs_core_ping(&vs->core, args->me, args->viewnum, dkv_now_ms(), &v);
+	res->acked = vs->core.acked;
+	pthread_mutex_unlock(&vs->mu);
+	fill_view(&res->view, &v);
+}
+
+static void handle_get(void *inst, void *argp, void *resp)
+{
+	viewservice_server *vs = inst;
+	vs_view_reply *res = resp;
+	viewservice_view v;
+	(void)argp;
+
+	pthread_mutex_lock(&vs->mu);
+	vs_core_get(&vs->core, &v);
+	res->acked = vs->core.acked;
+	pthread_mutex_unlock(&vs->mu);
+	fill_view(&res->view, &v);
+}
+
+static const dkv_rpc_proc vs_procs[] = {
+	{VS_PING, (xdrproc_t)xdr_vs_ping_args, sizeof(vs_ping_args),
+	 (xdrproc_t)xdr_vs_view_reply, sizeof(vs_view_reply), handle_ping},
+	{VS_GET, (xdrproc_t)xdr_vs_get_args, sizeof(vs_get_args),
+	 (xdrproc_t)xdr_vs_view_reply, sizeof(vs_view_reply), handle_get},
+};
+
+static void *ticker_main(void *arg)
+{
+	viewservice_server *vs = arg;
+	uint64_t next = dkv_now_ms() + VIEWSERVICE_PING_INTERVAL_MS;
+
+	pthread_mutex_lock(&vs->mu);
+	while (!vs->dead) {
+		if (dkv_cond_wait_until(&vs->cv, &vs->mu, next))
+			continue; /* woken (kill) or spurious: re-check */
+		vs_core_tick(&vs->core, dkv_now_ms());
+		next += VIEWSERVICE_PING_INTERVAL_MS;
+		uint64_t now = dkv_now_ms();
+		if (next < now) /* we fell behind (a loaded machine): don't burst */
+			next = now + VIEWSERVICE_PING_INTERVAL_MS;
+	}
+	pthread_mutex_unlock(&vs->mu);
+	return NULL;
+}
+
+viewservice_server *viewservice_server_start(const char *me)
+{
+	dkv_lib_init();
+	if (me == NULL || me[0] == '\0' || strlen(me) >= DKV_NAME_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
+	viewservice_server *vs = dkv_calloc(1, sizeof(*vs));
+	if (vs == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	int err = 0;
+	vs_core_init(&vs->core, (uint64_t)VIEWSERVICE_PING_INTERVAL_MS * VIEWSERVICE_DEAD_PINGS);
+	if ((err = pthread_mutex_init(&vs->mu, NULL)) != 0)
+		goto fail_mu;
+	if ((err = pthread_mutex_init(&vs->kill_mu, NULL)) != 0)
+		goto fail_kill_mu;
+	if ((err = dkv_cond_init(&vs->cv)) != 0)
+		goto fail_cv;
+	vs->rpcs = dkv_rpc_server_listen(me);
+	if (vs->rpcs == NULL) {
+		err = errno ? errno : EIO;
+		goto fail_listen;
+	}
+	int rc = dkv_rpc_server_add(vs->rpcs, VS_PROG, VS_VERS, vs_procs,
+	                            sizeof(vs_procs) / sizeof(vs_procs[0]), vs);
+	if (rc != DKV_OK) {
+		err = rc == DKV_ERR_NOMEM ? ENOMEM : EINVAL;
+		goto fail_add;
+	}
+	if ((err = pthread_create(&vs->ticker, NULL, ticker_main, vs)) != 0)
+		goto fail_add;
+	DKV_DEBUG("viewservice %s: started", me);
+	return vs;
+
+fail_add:
+	dkv_rpc_server_free(vs->rpcs);
+fail_listen:
+	pthread_cond_destroy(&vs->cv);
+fail_cv:
+	pthread_mutex_destroy(&vs->kill_mu);
+fail_kill_mu:
+	pthread_mutex_destroy(&vs->mu);
+fail_mu:
+	vs_core_destroy(&vs->core);
+	free(vs);
+	errno = err;
+	return NULL;
+}
+
+void viewservice_server_kill(viewservice_server *vs)
+{
+	if (vs == NULL)
+		return;
+	pthread_mutex_lock(&vs->kill_mu);
+	if (!vs->killed) {
+		/* No handler runs after this returns. */
+		dkv_rpc_server_kill(vs->rpcs);
+		pthread_mutex_lock(&vs->mu);
+		vs->dead = true;
+		pthread_cond_broadcast(&vs->cv);
+		pthread_mutex_unlock(&vs->mu);
+		pthread_join(vs->ticker, NULL);
+		vs->killed = true;
+	}
+	pthread_mutex_unlock(&vs->kill_mu);
+}
+
+void viewservice_server_free(viewservice_server *vs)
+{
+	if (vs == NULL)
+		return;
+	viewservice_server_kill(vs);
+	dkv_rpc_server_free(vs->rpcs);
+	vs_core_destroy(&vs->core);
+	pthread_cond_destroy(&vs->cv);
+	pthread_mutex_destroy(&vs->kill_mu);
+	pthread_mutex_destroy(&vs->mu);
+	free(vs);
+}
+
+unsigned long viewservice_server_rpc_count(const viewservice_server *vs)
+{
+	return vs == NULL ? 0 : dkv_rpc_server_count(vs->rpcs);
+}
+
+void viewservice_server_peek(viewservice_server *vs, viewservice_view *out, bool *acked)
+{
+	pthread_mutex_lock(&vs->mu);
+	vs_core_get(&vs->core, out);
+	if (acked != NULL)
+		*acked = vs->core.acked;
+	pthread_mutex_unlock(&vs->mu);
+}
