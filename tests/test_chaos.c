@@ -5,7 +5,7 @@
  * A run: start the service; 10 clients with a clerk deadline issue random
  * Gets, Puts and Appends (unique values) on 4 keys, each recorded in a
  * th_history (timeouts recorded as unknown outcomes); meanwhile a nemesis
- * thread draws faults from the run's seed — partitions (random halves, a
+ * thread draws faults from the run's seed — partitions (random halves, bridges, a
  * lone minority, three random groups), heals, unreliable mode on random
  * replicas, a replica killed — or, for pbservice, servers killed and
  * restarted one at a time and unreliable mode; for shardkv, shard moves, a
@@ -90,11 +90,11 @@ typedef struct {
 
 enum {
 	F_HALVES, F_LONE, F_GROUPS3, F_HEAL, F_UNRELIABLE, F_RELIABLE, F_KILL, F_RESTART,
-	F_MOVE, F_JOIN, F_LEAVE, F_KINDS
+	F_MOVE, F_JOIN, F_LEAVE, F_BRIDGE, F_KINDS
 };
 static const char *const fault_names[F_KINDS] = {
 	"partition-halves", "partition-lone", "partition-3-groups", "heal", "unreliable-on",
-	"unreliable-off", "kill", "restart", "shard-move", "join", "leave"
+	"unreliable-off", "kill", "restart", "shard-move", "join", "leave", "partition-bridge"
 };
 
 typedef struct {
@@ -306,8 +306,14 @@ static void kvp_nemesis(run_env *env, void *arg, uint64_t deadline)
 	int nkilled = 0;
 	while (th_now_ms() < deadline) {
 		int g[MAXN];
-		int f = runif(&r, 12);
-		if (f < 3) { /* random halves: a minority of 2, a majority of 3 */
+		int f = runif(&r, 14);
+		if (f >= 12) { /* a bridge: two sides that only one replica connects */
+			int bridge = runif(&r, c->n);
+			for (int i = 0; i < c->n; i++)
+				g[i] = runif(&r, 2);
+			th_bridge(c->nm, g, bridge);
+			env->faults[F_BRIDGE]++;
+		} else if (f < 3) { /* random halves: a minority of 2, a majority of 3 */
 			int perm[MAXN];
 			for (int i = 0; i < c->n; i++)
 				perm[i] = i;

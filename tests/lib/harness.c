@@ -250,17 +250,39 @@ void th_cleanpp(th_names *nm)
 		th_unlink(nm->pairs[k]);
 }
 
-void th_partition(th_names *nm, const int *group_of)
+void th_links(th_names *nm, const bool *reach)
 {
 	th_cleanpp(nm);
 	for (int i = 0; i < nm->n; i++)
 		for (int j = 0; j < nm->n; j++) {
-			if (group_of[i] < 0 || group_of[i] != group_of[j])
+			if (i != j && !reach[i * nm->n + j])
 				continue;
 			const char *pair = nm->pairs[i * nm->n + j];
 			if (link(nm->ports[j], pair) != 0)
 				fail_msg("partition: link %s -> %s: %s", pair, nm->ports[j], strerror(errno));
 		}
+}
+
+void th_partition(th_names *nm, const int *group_of)
+{
+	bool *reach = calloc((size_t)nm->n * (size_t)nm->n, sizeof *reach);
+	assert_non_null(reach);
+	for (int i = 0; i < nm->n; i++)
+		for (int j = 0; j < nm->n; j++)
+			reach[i * nm->n + j] = group_of[i] >= 0 && group_of[i] == group_of[j];
+	th_links(nm, reach);
+	free(reach);
+}
+
+void th_bridge(th_names *nm, const int *side_of, int bridge)
+{
+	bool *reach = calloc((size_t)nm->n * (size_t)nm->n, sizeof *reach);
+	assert_non_null(reach);
+	for (int i = 0; i < nm->n; i++)
+		for (int j = 0; j < nm->n; j++)
+			reach[i * nm->n + j] = i == bridge || j == bridge || side_of[i] == side_of[j];
+	th_links(nm, reach);
+	free(reach);
 }
 
 void th_part3(th_names *nm, const int *p1, const int *p2, const int *p3)

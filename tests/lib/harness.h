@@ -95,6 +95,16 @@ const char *const *th_peers(th_names *nm, int i);
  * included) in the same group. A failed link fails the test.
  */
 void th_partition(th_names *nm, const int *group_of);
+/*
+ * th_links: the general, possibly non-transitive, form: reach[i*n+j] says
+ * whether server i can reach server j (i == j is always linked). Removes every
+ * pair link first. A bridge: two sides that cannot reach each other, and one
+ * server that reaches, and is reached by, both.
+ */
+void th_links(th_names *nm, const bool *reach);
+/* th_bridge: `bridge` joins side A (side_of[i] == 0) and side B (== 1); the
+ * sides cannot reach each other; side_of[bridge] is ignored. */
+void th_bridge(th_names *nm, const int *side_of, int bridge);
 /* th_part3: the lab's part(p1, p2, p3): arrays terminated by -1 (NULL = empty). */
 void th_part3(th_names *nm, const int *p1, const int *p2, const int *p3);
 /* th_cleanpp: remove every pair link. */
