@@ -123,17 +123,7 @@ static struct {
 	const char *cmd;
 } g;
 
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("dkvctl: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nTry 'dkvctl --help' for more information.\n", stderr);
-	exit(CLI_EXIT_USAGE);
-}
+#define usage_error(...) cli_usage_error("dkvctl", __VA_ARGS__)
 
 static const char *err_name(int rc)
 {

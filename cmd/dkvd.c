@@ -116,17 +116,7 @@ static const char usage_text[] =
 	"SEE ALSO\n"
 	"    dkvctl --help, dkv-cluster --help\n";
 
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("dkvd: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nTry 'dkvd --help' for more information.\n", stderr);
-	exit(CLI_EXIT_USAGE);
-}
+#define usage_error(...) cli_usage_error("dkvd", __VA_ARGS__)
 
 static const char *signame(int sig)
 {

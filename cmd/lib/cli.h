@@ -35,6 +35,11 @@ enum { CLI_LOG_DEBUG = 0, CLI_LOG_INFO, CLI_LOG_WARN, CLI_LOG_ERROR, CLI_LOG_OFF
 int cli_level_parse(const char *s);
 
 /* cli_log_init: name the program (borrowed; must outlive the logger) and set the level. */
+/* cli_usage_error: "<prog>: <message>" and a pointer to --help on stderr, then
+ * exit(CLI_EXIT_USAGE). */
+void cli_usage_error(const char *prog, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), noreturn));
+
 void cli_log_init(const char *prog, int level);
 
 /*
