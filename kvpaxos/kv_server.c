@@ -511,3 +511,14 @@ void kvpaxos_server_get_stats(kvpaxos_server *kv, kvpaxos_server_stats *out)
 	out->applied = kv->napplied;
 	pthread_mutex_unlock(&kv->mu);
 }
+
+/* Interim: dir and restart land with the durability and replication-core work. */
+kvpaxos_server *kvpaxos_server_start_opts(const char *const *servers, int n, int me,
+                                          const dkv_server_opts *opts)
+{
+	if (!dkv_opts_plain(opts)) {
+		errno = ENOTSUP;
+		return NULL;
+	}
+	return kvpaxos_server_start(servers, n, me);
+}

@@ -611,3 +611,14 @@ unsigned long paxos_rpc_count(const paxos *px)
 {
 	return __atomic_load_n(&px->rpc_count, __ATOMIC_RELAXED);
 }
+
+/* Interim: dir and restart land with the durability and replication-core work. */
+paxos *paxos_make_opts(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                       const dkv_server_opts *opts)
+{
+	if (!dkv_opts_plain(opts)) {
+		errno = ENOTSUP;
+		return NULL;
+	}
+	return paxos_make(peers, npeers, me, rpcs);
+}

@@ -428,3 +428,15 @@ paxos *shardkv_server_paxos(shardkv_server *s)
 {
 	return s ? paxosrsm_paxos(s->rsm) : NULL;
 }
+
+/* Interim: dir and restart land with the durability and replication-core work. */
+shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardmasters, int nsm,
+                                          const char *const *servers, int n, int me,
+                                          const dkv_server_opts *opts)
+{
+	if (!dkv_opts_plain(opts)) {
+		errno = ENOTSUP;
+		return NULL;
+	}
+	return shardkv_server_start(gid, shardmasters, nsm, servers, n, me);
+}

@@ -319,3 +319,14 @@ paxos *shardmaster_server_paxos(shardmaster_server *s)
 {
 	return s != NULL && s->rsm != NULL ? paxosrsm_paxos(s->rsm) : NULL;
 }
+
+/* Interim: dir and restart land with the durability and replication-core work. */
+shardmaster_server *shardmaster_server_start_opts(const char *const *servers, int n, int me,
+                                                  const dkv_server_opts *opts)
+{
+	if (!dkv_opts_plain(opts)) {
+		errno = ENOTSUP;
+		return NULL;
+	}
+	return shardmaster_server_start(servers, n, me);
+}

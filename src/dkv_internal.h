@@ -193,4 +193,10 @@ char *dkv_strdup(const char *s);
 void *dkv_memdup(const void *p, size_t n);
 void dkv_alloc_fail_after(unsigned long n);
 
+/* ---------------------------------------------------------------- options */
+
+/* dkv_opts_plain: opts asks for nothing beyond a plain start (NULL, or no dir
+ * and no restart). */
+bool dkv_opts_plain(const dkv_server_opts *opts);
+
 #endif /* DKV_INTERNAL_H */

@@ -327,3 +327,8 @@ int dkv_name_parse(const char *name, dkv_name *out)
 	out->kind = DKV_NAME_UNIX;
 	return DKV_OK;
 }
+
+bool dkv_opts_plain(const dkv_server_opts *opts)
+{
+	return opts == NULL || ((opts->dir == NULL || opts->dir[0] == '\0') && !opts->restart);
+}

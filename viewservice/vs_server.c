@@ -198,3 +198,13 @@ void viewservice_server_peek(viewservice_server *vs, viewservice_view *out, bool
 		*acked = vs->core.acked;
 	pthread_mutex_unlock(&vs->mu);
 }
+
+/* Interim: dir and restart land with the durability and replication-core work. */
+viewservice_server *viewservice_server_start_opts(const char *me, const dkv_server_opts *opts)
+{
+	if (!dkv_opts_plain(opts)) {
+		errno = ENOTSUP;
+		return NULL;
+	}
+	return viewservice_server_start(me);
+}

@@ -36,7 +36,8 @@ const char *dkv_version_string(void);
 	X(DKV_ERR_NET, "network error (RPC failed or peer unreachable)")            \
 	X(DKV_ERR_INVAL, "invalid argument")                                        \
 	X(DKV_ERR_NOMEM, "out of memory")                                           \
-	X(DKV_ERR_KILLED, "the object was killed")
+	X(DKV_ERR_KILLED, "the object was killed")                                  \
+	X(DKV_ERR_EXPIRED, "client session expired (the operation may have been applied)")
 
 #define DKV_ERR_ENUM_ENTRY(code, msg) code,
 enum dkv_err { DKV_ERR_TABLE(DKV_ERR_ENUM_ENTRY) DKV_ERR__COUNT };
@@ -55,6 +56,24 @@ const char *dkv_strerror(int err);
 #define DKV_KEY_MAX 1024
 /* Longest value in bytes (without the NUL); an Append counts the value it would produce. */
 #define DKV_VALUE_MAX (64u * 1024u * 1024u)
+
+/*
+ * dkv_server_opts: how a replica starts (see API.md "Durability, restarts and
+ * catch-up"). Zero-initialise it (`dkv_server_opts o = {0};`); fields may be
+ * added at the end. All zero = what the plain start functions do.
+ *   dir       this replica's own data directory (created if missing, 0700);
+ *             NULL or "" = state in memory only.
+ *   restart   this replica has voted before in this group: where its state did
+ *             not survive, it rejoins without voting until it cannot contradict
+ *             a vote it cast before. Never set on a replica's first start.
+ *   no_fsync  with dir: write but never fsync (survives a killed process, not a
+ *             power cut).
+ */
+typedef struct dkv_server_opts {
+	const char *dir;
+	bool restart;
+	bool no_fsync;
+} dkv_server_opts;
 
 #ifdef __cplusplus
 }

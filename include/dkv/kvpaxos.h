@@ -49,6 +49,11 @@ typedef struct kvpaxos_clerk kvpaxos_clerk;
  */
 kvpaxos_server *kvpaxos_server_start(const char *const *servers, int n, int me);
 
+/* kvpaxos_server_start_opts: kvpaxos_server_start with start options (see
+ * dkv_server_opts in dkv/common.h); opts NULL = the plain start. */
+kvpaxos_server *kvpaxos_server_start_opts(const char *const *servers, int n, int me,
+                                          const dkv_server_opts *opts);
+
 /*
  * kvpaxos_server_kill: stop serving: calls waiting in this replica return
  * DKV_ERR_KILLED to their clerks, the Paxos peer is killed, every thread is

@@ -42,6 +42,14 @@ typedef enum { PAXOS_DECIDED = 1, PAXOS_PENDING, PAXOS_FORGOTTEN } paxos_fate;
 paxos *paxos_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs);
 
 /*
+ * paxos_make_opts: paxos_make with start options (API.md "Durability, restarts
+ * and catch-up"); opts NULL = paxos_make. opts->dir: the peer's acceptor state
+ * is kept there; opts->restart: rejoin without voting where state was lost.
+ */
+paxos *paxos_make_opts(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                       const dkv_server_opts *opts);
+
+/*
  * paxos_start: propose `value` (len bytes, copied) for instance `seq`. Returns
  * at once; agreement runs in the background until the instance is decided, is
  * forgotten or the peer is killed. Ignored when seq < paxos_min(), when this peer

@@ -61,6 +61,12 @@ int shardkv_key2shard(const char *key);
 shardkv_server *shardkv_server_start(int64_t gid, const char *const *shardmasters, int nsm,
                                      const char *const *servers, int n, int me);
 
+/* shardkv_server_start_opts: shardkv_server_start with start options
+ * (dkv_server_opts, dkv/common.h); opts NULL = the plain start. */
+shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardmasters, int nsm,
+                                          const char *const *servers, int n, int me,
+                                          const dkv_server_opts *opts);
+
 /*
  * shardkv_server_kill: stop serving: calls waiting in this replica return
  * DKV_ERR_KILLED to their clerks, the Paxos peer is killed, the poller thread

@@ -73,6 +73,11 @@ typedef struct shardmaster_server shardmaster_server;
  */
 shardmaster_server *shardmaster_server_start(const char *const *servers, int n, int me);
 
+/* shardmaster_server_start_opts: shardmaster_server_start with start options
+ * (dkv_server_opts, dkv/common.h); opts NULL = the plain start. */
+shardmaster_server *shardmaster_server_start_opts(const char *const *servers, int n, int me,
+                                                  const dkv_server_opts *opts);
+
 /*
  * shardmaster_server_kill: stop serving; requests waiting for agreement fail
  * with DKV_ERR_KILLED. When it returns no RPC reaches the replica, it sends

@@ -44,6 +44,10 @@ typedef struct viewservice_clerk viewservice_clerk;
  */
 viewservice_server *viewservice_server_start(const char *me);
 
+/* viewservice_server_start_opts: viewservice_server_start with start options
+ * (dkv_server_opts, dkv/common.h); opts NULL = the plain start. */
+viewservice_server *viewservice_server_start_opts(const char *me, const dkv_server_opts *opts);
+
 /*
  * viewservice_server_kill: stop serving. On return no RPC reaches the server, the
  * ticker thread has been joined and the listening socket is closed. Idempotent;
