@@ -5,6 +5,7 @@ set -u
 missing=""
 [ -f /usr/include/tirpc/rpc/rpc.h ] || missing="$missing libtirpc-dev"
 [ -f /usr/include/cmocka.h ] || missing="$missing libcmocka-dev"
+[ -f /usr/include/uthash.h ] || missing="$missing uthash-dev"
 command -v rpcgen >/dev/null 2>&1 || missing="$missing rpcsvc-proto"
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
 command -v make >/dev/null 2>&1 || missing="$missing make"
