@@ -6,7 +6,7 @@
 #   make valgrind [T=suite]   the suites under valgrind memcheck
 #   make bench                benchmarks; print tables
 #   make run                  the main job: a local cluster and a workload
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (manual pages under share/man/man1)
 #   make clean
 #
 # Missing build dependencies (libtirpc-dev, libcmocka-dev, rpcsvc-proto) are installed
@@ -75,6 +75,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 CMD_SRCS := $(wildcard cmd/*.c)
 CMD_BINS := $(patsubst cmd/%.c,$(BUILD)/bin/%,$(CMD_SRCS))
 CMDLIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/lib/*.c))
+MAN_PAGES := $(patsubst cmd/%.c,$(BUILD)/man/%.1,$(CMD_SRCS))
 EX_SRCS := $(wildcard examples/*.c)
 EX_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EX_SRCS))
 
@@ -84,7 +85,7 @@ DEPS_STAMP := build/.deps-ok
 .SECONDARY:
 
 .PHONY: all libs tests test check check-headers valgrind bench run examples install uninstall clean deps soak
-all: libs $(BUILD)/lib/pkgconfig/dkv.pc $(CMD_BINS)
+all: libs $(BUILD)/lib/pkgconfig/dkv.pc $(CMD_BINS) $(MAN_PAGES)
 
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): tools/ensure-deps.sh
@@ -153,6 +154,11 @@ $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CMDLIB_OBJS) $(LIBFILES)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CMDLIB_OBJS) $(LINK_LIBS) $(LDLIBS_ALL)
 
+# Manual pages: generated with help2man from each program's own --help.
+$(BUILD)/man/%.1: $(BUILD)/bin/% tools/mkman.sh | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	tools/mkman.sh $< $@
+
 $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBFILES)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LINK_LIBS) $(LDLIBS_ALL)
@@ -209,12 +215,14 @@ install: all
 	install -m 644 $(LIBFILES) $(DESTDIR)$(PREFIX)/lib/
 	$(if $(CMD_BINS),install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(CMD_BINS) $(DESTDIR)$(PREFIX)/bin/)
 	$(call write_pc,$(DESTDIR)$(PREFIX)/lib/pkgconfig/dkv.pc,$(PREFIX))
+	$(if $(MAN_PAGES),install -d $(DESTDIR)$(PREFIX)/share/man/man1 && install -m 644 $(MAN_PAGES) $(DESTDIR)$(PREFIX)/share/man/man1/)
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/include/dkv/,$(notdir $(wildcard include/dkv/*.h)))
 	-rmdir $(DESTDIR)$(PREFIX)/include/dkv
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/lib/,$(notdir $(LIBFILES))) $(DESTDIR)$(PREFIX)/lib/pkgconfig/dkv.pc
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(CMD_BINS)))
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/man/man1/,$(notdir $(MAN_PAGES)))
 
 clean:
 	rm -rf build
