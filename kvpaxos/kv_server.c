@@ -20,6 +20,7 @@
  * Lock order: kv->mu is never held across paxosrsm calls; apply takes kv->mu.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,6 +31,7 @@
 #include "kv_internal.h"
 #include "kv_prot.h"
 #include "kv_store.h"
+#include "status.h"
 
 /* How long a handler waits for agreement when the clerk does not say. */
 #define KV_WAIT_DEFAULT_MS 1000u
@@ -67,6 +69,7 @@ struct kvpaxos_server {
 	int me;
 	dkv_rpc_server *rpcs;
 	paxosrsm *rsm;
+	dkv_status_reg *status;  /* the status program on rpcs */
 	pthread_mutex_t kill_mu; /* serialises kvpaxos_server_kill */
 	bool killed;             /* kill finished (kill_mu) */
 
@@ -401,6 +404,22 @@ static const dkv_rpc_proc kv_procs[] = {
 
 /* ---------------------------------------------------------------- lifecycle */
 
+/* kv_status_fill: what `dkvctl status` shows (the status program's callback). */
+static void kv_status_fill(void *ctx, dkv_status *st)
+{
+	kvpaxos_server *kv = ctx;
+	snprintf(st->service, sizeof st->service, "kvpaxos");
+	st->me = kv->me;
+	paxos *px = paxosrsm_paxos(kv->rsm);
+	st->paxos_max = paxos_max(px);
+	st->paxos_min = paxos_min(px);
+	pthread_mutex_lock(&kv->mu);
+	snprintf(st->role, sizeof st->role, "%s", kv->dead ? "stopped" : "voting");
+	snprintf(st->detail, sizeof st->detail, "%lu ops applied in %lu batches", kv->napplied,
+	         kv->nbatches);
+	pthread_mutex_unlock(&kv->mu);
+}
+
 kvpaxos_server *kvpaxos_server_start_ttl(const char *const *servers, int n, int me,
                                          uint64_t ttl_ms)
 {
@@ -438,6 +457,10 @@ kvpaxos_server *kvpaxos_server_start_ttl(const char *const *servers, int n, int 
 	if (dkv_rpc_server_add(kv->rpcs, KVPAXOS_PROG, KVPAXOS_VERS, kv_procs,
 	                       sizeof kv_procs / sizeof kv_procs[0], kv) != DKV_OK) {
 		err = EINVAL;
+		goto fail;
+	}
+	if ((kv->status = dkv_status_register(kv->rpcs, kv_status_fill, kv)) == NULL) {
+		err = errno;
 		goto fail;
 	}
 	return kv;
@@ -483,6 +506,7 @@ void kvpaxos_server_free(kvpaxos_server *kv)
 	if (kv == NULL)
 		return;
 	kvpaxos_server_kill(kv);
+	dkv_status_unregister(kv->status);
 	paxosrsm_free(kv->rsm);
 	dkv_rpc_server_free(kv->rpcs);
 	kv_store_free(kv->store);
