@@ -19,6 +19,7 @@
  * an agreed op is fatal (logged, then abort()).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,11 +28,14 @@
 #include "dkv_internal.h"
 #include "sm_core.h"
 #include "sm_wire.h"
+#include "status.h"
 
 struct shardmaster_server {
 	/* Set at start, then read-only. */
 	dkv_rpc_server *rpcs;   /* our endpoint: shard-master program + Paxos */
 	paxosrsm *rsm;
+	dkv_status_reg *status; /* the status program on rpcs */
+	int me;
 	uint64_t replica_nonce; /* random, tells our Query ops from other replicas' */
 
 	pthread_mutex_t mu;     /* guards every field below */
@@ -230,6 +234,24 @@ static const dkv_rpc_proc sm_procs[] = {
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* sm_status_fill: what `dkvctl status` shows (the status program's callback). */
+static void sm_status_fill(void *ctx, dkv_status *st)
+{
+	shardmaster_server *s = ctx;
+	snprintf(st->service, sizeof st->service, "shardmaster");
+	st->me = s->me;
+	paxos *px = paxosrsm_paxos(s->rsm);
+	st->paxos_max = paxos_max(px);
+	st->paxos_min = paxos_min(px);
+	pthread_mutex_lock(&s->mu);
+	snprintf(st->role, sizeof st->role, "%s", s->killed ? "stopped" : "voting");
+	st->sessions = s->st.ndups;
+	st->keys = s->st.nconfigs;
+	snprintf(st->detail, sizeof st->detail, "latest config %d",
+	         s->st.nconfigs > 0 ? s->st.configs[s->st.nconfigs - 1].num : -1);
+	pthread_mutex_unlock(&s->mu);
+}
+
 shardmaster_server *shardmaster_server_start(const char *const *servers, int n, int me)
 {
 	dkv_lib_init();
@@ -269,6 +291,9 @@ shardmaster_server *shardmaster_server_start(const char *const *servers, int n, 
 		errno = rc == DKV_ERR_NOMEM ? ENOMEM : EINVAL;
 		goto fail;
 	}
+	s->me = me;
+	if ((s->status = dkv_status_register(s->rpcs, sm_status_fill, s)) == NULL)
+		goto fail;
 	DKV_DEBUG("shardmaster %d/%d: serving at %s", me, n, servers[me]);
 	return s;
 fail:
@@ -302,6 +327,7 @@ void shardmaster_server_free(shardmaster_server *s)
 	if (s == NULL)
 		return;
 	shardmaster_server_kill(s);
+	dkv_status_unregister(s->status);
 	paxosrsm_free(s->rsm);
 	dkv_rpc_server_free(s->rpcs);
 	sm_state_destroy(&s->st);
