@@ -18,10 +18,12 @@
  * paxosrsm (waiting handlers return KILLED), kill the listener, join the poller.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "skv_internal.h"
+#include "status.h"
 
 int shardkv_key2shard(const char *key)
 {
@@ -284,9 +286,36 @@ static bool names_ok(const char *const *names, int n)
 	return true;
 }
 
+/* skv_status_fill: what `dkvctl status` shows (the status program's callback). */
+static void skv_status_fill(void *ctx, dkv_status *st)
+{
+	shardkv_server *s = ctx;
+	snprintf(st->service, sizeof st->service, "shardkv");
+	st->gid = s->gid;
+	st->me = s->me;
+	paxos *px = paxosrsm_paxos(s->rsm);
+	st->paxos_max = paxos_max(px);
+	st->paxos_min = paxos_min(px);
+	pthread_mutex_lock(&s->mu);
+	snprintf(st->role, sizeof st->role, "%s", s->dead ? "stopped" : "voting");
+	char shards[64] = "";
+	int serving = 0, pulling = 0;
+	for (int i = 0; i < SHARDMASTER_NSHARDS; i++) {
+		if (s->state[i] == SKV_SHARD_SERVING) {
+			size_t l = strlen(shards);
+			snprintf(shards + l, sizeof shards - l, "%s%d", serving++ ? " " : "", i);
+		}
+		pulling += s->state[i] == SKV_SHARD_PULLING;
+	}
+	snprintf(st->detail, sizeof st->detail, "config %d, serving shards [%s]%s", s->cfg.num,
+	         shards, pulling ? ", pulling some" : "");
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Release everything but the kill machinery; every thread is gone. */
 static void release(shardkv_server *s)
 {
+	dkv_status_unregister(s->status);
 	paxosrsm_free(s->rsm);
 	dkv_rpc_server_free(s->srv);
 	dkv_rpc_pool_free(s->pool);
@@ -365,6 +394,10 @@ shardkv_server *shardkv_server_start(int64_t gid, const char *const *shardmaster
 	if (dkv_rpc_server_add(s->srv, SKV_PROG, SKV_VERS, skv_procs,
 	                       sizeof skv_procs / sizeof skv_procs[0], s) != DKV_OK) {
 		err = EINVAL;
+		goto fail;
+	}
+	if ((s->status = dkv_status_register(s->srv, skv_status_fill, s)) == NULL) {
+		err = errno;
 		goto fail;
 	}
 	err = pthread_create(&s->poller, NULL, skv_poller_main, s);
