@@ -16,6 +16,7 @@
  * including those unreliable mode drops), which outlives kill.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@
 #include "vs_core.h"
 #include "vs_prot.h"
 #include "vs_server_internal.h"
+#include "status.h"
 
 struct viewservice_server {
 	pthread_mutex_t mu; /* guards every field down to `dead` */
@@ -33,6 +35,7 @@ struct viewservice_server {
 
 	/* Set once at start, read-only afterwards. */
 	dkv_rpc_server *rpcs;
+	dkv_status_reg *status; /* the status program on rpcs */
 	pthread_t ticker;
 
 	pthread_mutex_t kill_mu; /* serialises _kill; guards `killed` */
@@ -103,6 +106,20 @@ static void *ticker_main(void *arg)
 	return NULL;
 }
 
+/* vs_status_fill: what `dkvctl status` shows (the status program's callback). */
+static void vs_status_fill(void *ctx, dkv_status *st)
+{
+	viewservice_server *vs = ctx;
+	snprintf(st->service, sizeof st->service, "viewservice");
+	pthread_mutex_lock(&vs->mu);
+	snprintf(st->role, sizeof st->role, "%s", vs->dead ? "stopped" : "serving");
+	const viewservice_view *v = &vs->core.view;
+	snprintf(st->detail, sizeof st->detail, "view %u: primary %s, backup %s%s; %zu servers known",
+	         v->viewnum, v->primary[0] ? v->primary : "(none)", v->backup[0] ? v->backup : "(none)",
+	         vs->core.acked ? "" : " (not acknowledged)", vs->core.nservers);
+	pthread_mutex_unlock(&vs->mu);
+}
+
 viewservice_server *viewservice_server_start(const char *me)
 {
 	dkv_lib_init();
@@ -134,8 +151,14 @@ viewservice_server *viewservice_server_start(const char *me)
 		err = rc == DKV_ERR_NOMEM ? ENOMEM : EINVAL;
 		goto fail_add;
 	}
-	if ((err = pthread_create(&vs->ticker, NULL, ticker_main, vs)) != 0)
+	if ((vs->status = dkv_status_register(vs->rpcs, vs_status_fill, vs)) == NULL) {
+		err = errno;
 		goto fail_add;
+	}
+	if ((err = pthread_create(&vs->ticker, NULL, ticker_main, vs)) != 0) {
+		dkv_status_unregister(vs->status);
+		goto fail_add;
+	}
 	DKV_DEBUG("viewservice %s: started", me);
 	return vs;
 
@@ -177,6 +200,7 @@ void viewservice_server_free(viewservice_server *vs)
 	if (vs == NULL)
 		return;
 	viewservice_server_kill(vs);
+	dkv_status_unregister(vs->status);
 	dkv_rpc_server_free(vs->rpcs);
 	vs_core_destroy(&vs->core);
 	pthread_cond_destroy(&vs->cv);
