@@ -114,10 +114,14 @@ static void vs_status_fill(void *ctx, dkv_status *st)
 	pthread_mutex_lock(&vs->mu);
 	snprintf(st->role, sizeof st->role, "%s", vs->dead ? "stopped" : "serving");
 	const viewservice_view *v = &vs->core.view;
-	snprintf(st->detail, sizeof st->detail, "view %u: primary %s, backup %s%s; %zu servers known",
-	         v->viewnum, v->primary[0] ? v->primary : "(none)", v->backup[0] ? v->backup : "(none)",
+	char buf[2 * DKV_NAME_MAX + 96];
+	snprintf(buf, sizeof buf, "view %u: primary %s, backup %s%s; %zu servers known", v->viewnum,
+	         v->primary[0] ? v->primary : "(none)", v->backup[0] ? v->backup : "(none)",
 	         vs->core.acked ? "" : " (not acknowledged)", vs->core.nservers);
 	pthread_mutex_unlock(&vs->mu);
+	size_t n = strnlen(buf, sizeof st->detail - 1); /* truncated if it must be */
+	memcpy(st->detail, buf, n);
+	st->detail[n] = '\0';
 }
 
 viewservice_server *viewservice_server_start(const char *me)
