@@ -183,6 +183,9 @@ static void run_row(const char *label, int kind, const char *const *names, int n
 		printf("   (%lu moves)", m.moves);
 	printf("\n");
 	fflush(stdout);
+	bench_out("bench=shardkv\trow=%s\top=Put/Get\tmode=memory\tclients=%d\tops_s=%.0f\t"
+	          "p50_us=%u\tp99_us=%u\terrors=%lu",
+	          label, nclerks, (double)n * 1000.0 / (double)dt, p50, p99, errors);
 }
 
 static char *mkname(const char *dir, const char *what, int i)
