@@ -28,6 +28,7 @@
 #include "dkv/shardkv.h"
 #include "dkv/shardmaster.h"
 #include "dkv_internal.h"
+#include "bench_out.h"
 
 #define NSM 3
 #define NG 3
