@@ -25,6 +25,7 @@
 #include "dkv/paxosrsm.h"
 #include "dkv_internal.h"
 #include "../paxos/paxos_internal.h"
+#include "bench_out.h"
 
 #define NP 3
 
@@ -98,6 +99,8 @@ static double null_rpc_us(void)
 	double p50 = (double)pct(lat, n, 0.5);
 	printf("%-24s %10.0f calls/s  p50 %7.1f us  p99 %7.1f us\n", "null RPC (pooled)",
 	       (double)n / (bench_seconds() / 2), p50, (double)pct(lat, n, 0.99));
+	bench_out("bench=paxos\trow=null RPC (pooled)\tclients=1\tops_s=%.0f\tp50_us=%.1f\tp99_us=%.1f",
+	          (double)n / (bench_seconds() / 2), p50, (double)pct(lat, n, 0.99));
 	free(lat);
 	dkv_rpc_pool_free(pool);
 	return p50;
@@ -168,6 +171,8 @@ static void bench_paxos(int inflight, double null_us)
 	       n ? (double)rpcs / (double)n : 0.0);
 	if (inflight == 1 && null_us > 0) printf("  (p50 = %.1f null RPCs)", (double)p50 / null_us);
 	printf("\n");
+	bench_out("bench=paxos\trow=%s\tclients=%d\tops_s=%.0f\tp50_us=%llu\tp99_us=%llu", label,
+	          inflight, (double)n / secs, (unsigned long long)p50, (unsigned long long)p99);
 	for (int i = 0; i < NP; i++) paxos_free(px[i]);
 	free(lat);
 	free(t_start);
@@ -249,6 +254,8 @@ static void bench_rsm(int nthreads, double null_us)
 	       inst ? (double)total / (double)inst : 0.0);
 	if (null_us > 0) printf("  (p50 = %.1f null RPCs)", (double)p50 / null_us);
 	printf("\n");
+	bench_out("bench=paxos\trow=%s\tclients=%d\tops_s=%.0f\tp50_us=%llu\tp99_us=%llu", label,
+	          nthreads, (double)total / secs, (unsigned long long)p50, (unsigned long long)p99);
 	free(all);
 	for (int i = 0; i < NP; i++) paxosrsm_free(r[i]);
 	unlink_names();
