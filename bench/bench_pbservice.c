@@ -23,6 +23,7 @@
 #include "dkv_internal.h"
 #include "pb_prot.h"
 #include "../viewservice/vs_server_internal.h"
+#include "bench_out.h"
 
 typedef struct {
 	uint64_t *lat; /* microseconds */
