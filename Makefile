@@ -4,7 +4,7 @@
 #   make test [T=suite] [F=substring]   build and run the test suites (alias: make check)
 #   make SAN=address,undefined test     the same under sanitizers (objects in build/san-*/)
 #   make valgrind [T=suite]   the suites under valgrind memcheck
-#   make bench                benchmarks; print tables
+#   make bench                benchmarks; print tables, write build/bench/report.md with plots
 #   make run                  the main job: a local cluster and a workload
 #   make install PREFIX=/usr/local DESTDIR=   (manual pages under share/man/man1)
 #   make clean
@@ -197,9 +197,11 @@ soak: deps
 	@seed=$${DKV_TEST_SEED:-$$(date +%s)}; echo "soak: DKV_TEST_SEED=$$seed DKV_CHAOS_RUNS=$(SOAK_RUNS)"; \
 	  DKV_TEST_SEED=$$seed DKV_CHAOS_RUNS=$(SOAK_RUNS) $(BUILD)/tests/test_chaos
 
+# Runs every bench (tables on stdout) and writes $(BUILD)/bench/report.md with the
+# floors of the same run and gnuplot plots (bench/report.sh).
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
-	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+	@bench/report.sh $(BUILD)/bench $(BUILD)/bench
 
 # The main job: a local cluster of dkvd processes on loopback TCP and a workload.
 # make run RUN_ARGS="--duration 60 --clients 16" changes the run.
