@@ -163,6 +163,9 @@ $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBFILES)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LINK_LIBS) $(LDLIBS_ALL)
 
+# The ops suite runs a short bench report: it needs the bench programs.
+$(BUILD)/tests/test_ops: | $(BENCH_BINS)
+
 tests: all $(TEST_BINS)
 examples: all $(EX_BINS)
 
