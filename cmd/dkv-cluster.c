@@ -18,7 +18,8 @@
  *      one shard master, moves shards again (every group and the shard master
  *      keep serving with two replicas of three);
  *   6. reads back every client's Append log (each acknowledged append exactly
- *      once, in order), prints a summary;
+ *      once, in order), prints a summary and the status of every replica
+ *      (`dkvctl status`: the SIGKILLed ones show as unreachable);
  *   7. stops every daemon it started, by pid (SIGTERM, then SIGKILL after a
  *      grace period), reaps them and removes the temporary directory.
  *
@@ -56,6 +57,7 @@
 #include "dkv/shardkv.h"
 #include "dkv/shardmaster.h"
 #include "lib/cli.h"
+#include "lib/status_cmd.h"
 
 #define MAX_DAEMONS 64
 #define OP_TIMEOUT_MS 5000u
@@ -1200,6 +1202,20 @@ int main(int argc, char **argv)
 				fprintf(stderr, "dkv-cluster: no progress after the replicas were killed\n");
 				failed = true;
 			}
+		}
+	}
+
+	/* What an operator would see now: every replica's status (in process). */
+	if (!stopping() && ndaemons > 0) {
+		cli_list sml;
+		char err[320];
+		if (cli_list_parse(sm_list, &sml, err, sizeof err)) {
+			say("\n$ dkvctl status\n");
+			cli_status_req rq = { .shardmasters = &sml, .timeout_ms = 2000, .out = stdout };
+			pthread_mutex_lock(&out_mu);
+			cli_status_run(&rq);
+			pthread_mutex_unlock(&out_mu);
+			cli_list_destroy(&sml);
 		}
 	}
 
