@@ -246,9 +246,8 @@ static void sm_status_fill(void *ctx, dkv_status *st)
 	pthread_mutex_lock(&s->mu);
 	snprintf(st->role, sizeof st->role, "%s", s->killed ? "stopped" : "voting");
 	st->sessions = s->st.ndups;
-	st->keys = s->st.nconfigs;
-	snprintf(st->detail, sizeof st->detail, "latest config %d",
-	         s->st.nconfigs > 0 ? s->st.configs[s->st.nconfigs - 1].num : -1);
+	snprintf(st->detail, sizeof st->detail, "latest config %d (%d kept)",
+	         s->st.nconfigs > 0 ? s->st.configs[s->st.nconfigs - 1].num : -1, s->st.nconfigs);
 	pthread_mutex_unlock(&s->mu);
 }
 
