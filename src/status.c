@@ -195,6 +195,17 @@ int64_t dkv_status_dir_bytes(const char *dir)
 	return dir_sum(fd, 0);
 }
 
+void dkv_status_set_rsm(dkv_status *st, const struct paxosrsm_info *info)
+{
+	snprintf(st->role, sizeof st->role, "%s", dkv_status_rsm_role((int)info->role));
+	st->incarnation = info->incarnation;
+	st->applied = info->applied;
+	st->paxos_max = info->paxos_max;
+	st->paxos_min = info->paxos_min;
+	st->snapshot_seq = info->snapshot_seq;
+	st->sessions = (int64_t)info->sessions;
+}
+
 const char *dkv_status_rsm_role(int role)
 {
 	switch (role) {

@@ -92,4 +92,12 @@ int64_t dkv_status_dir_bytes(const char *dir);
  */
 const char *dkv_status_rsm_role(int role);
 
+/*
+ * dkv_status_set_rsm: copy what paxosrsm_get_info reported (`info` points to
+ * a paxosrsm_info; borrowed) into *st: role, incarnation, applied, Paxos
+ * max/min, snapshot position, client sessions.
+ */
+struct paxosrsm_info;
+void dkv_status_set_rsm(dkv_status *st, const struct paxosrsm_info *info);
+
 #endif /* DKV_STATUS_H */
