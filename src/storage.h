@@ -203,7 +203,10 @@ int dkv_dir_remove(dkv_dir *d, const char *name);
 
 /*
  * The log file `name` in a directory: a sequence of records, each framed as
- *   u32 length (LE) | u32 masked CRC-32C of (length bytes, payload) (LE) | payload
+ *   u32 length | u32 masked CRC-32C of the 4 length bytes | u32 masked CRC-32C
+ *   of the payload | payload          (little-endian)
+ * The header's own checksum tells a damaged length (EIO) from a short last
+ * record (torn).
  * No file header. LSNs are process-local: at open the replayed records are
  * numbered 1..n in file order, appends continue from n+1; they are not stored.
  *
@@ -212,9 +215,9 @@ int dkv_dir_remove(dkv_dir *d, const char *name);
  * checksum failure of a record that ends exactly at the end of the file, a
  * partial frame header, or an all-zero tail — is cut off (ftruncate +
  * fdatasync) with a log line (DKV_WARN: file, offset, bytes cut). Any other
- * checksum failure refuses the open with EIO and a log line naming the file
- * and the offset. A length above DKV_LOG_MAX_RECORD counts as a checksum
- * failure.
+ * checksum failure (a bad header or payload checksum with more bytes after
+ * the record) refuses the open with EIO and a log line naming the file and
+ * the offset. A length above DKV_LOG_MAX_RECORD is damage (EIO).
  *
  * Compaction: dkv_log_compact_begin / _add / _commit rewrites the log as a new
  * file holding only the live records given by the caller followed by every
@@ -224,7 +227,7 @@ int dkv_dir_remove(dkv_dir *d, const char *name);
  * what the snapshot does not cover), and a rewrite keeps recovery trivial.
  */
 #define DKV_LOG_MAX_RECORD (256u * 1024u * 1024u)
-#define DKV_LOG_FRAME 8u /* header bytes per record */
+#define DKV_LOG_FRAME 12u /* header bytes per record */
 
 typedef struct dkv_log dkv_log;
 
@@ -336,7 +339,7 @@ int dkv_snap_read(dkv_dir *d, const char *name, void **buf, size_t *len);
 int dkv_log_parse(const void *buf, size_t n, dkv_log_replay_fn fn, void *arg,
                   size_t *valid_end, size_t *bad_off, bool *torn);
 
-/* dkv_log_frame: write the 8-byte frame header of a record into hdr. */
+/* dkv_log_frame: write the DKV_LOG_FRAME-byte frame header of a record into hdr. */
 void dkv_log_frame(uint8_t hdr[DKV_LOG_FRAME], const void *rec, size_t len);
 
 /*
