@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "skv_internal.h"
 
 /* Each RPC waits at most SKV_CLERK_RPC_MS or the time left before the deadline;
@@ -105,21 +106,9 @@ static int *hint_slot(shardkv_clerk *c, int64_t gid)
 	return &c->hints[i].idx;
 }
 
-/* Time left before the deadline (ms, at least 1), or `cap` without a deadline. */
-static unsigned left_ms(uint64_t deadline, unsigned cap)
-{
-	if (deadline == 0)
-		return cap;
-	uint64_t now = dkv_now_ms();
-	if (now >= deadline)
-		return 1;
-	uint64_t left = deadline - now;
-	return left < cap ? (unsigned)left : cap;
-}
-
 static void refresh_config(shardkv_clerk *c, uint64_t deadline)
 {
-	shardmaster_clerk_set_timeout(c->smck, deadline ? left_ms(deadline, ~0u) : 0);
+	shardmaster_clerk_set_timeout(c->smck, deadline ? dkv_call_left_ms(deadline, ~0u) : 0);
 	shardmaster_config *nc = NULL;
 	if (shardmaster_clerk_query(c->smck, -1, &nc) == DKV_OK && nc != NULL) {
 		shardmaster_config_free(c->cfg);
@@ -129,46 +118,71 @@ static void refresh_config(shardkv_clerk *c, uint64_t deadline)
 
 typedef enum { CALL_GET, CALL_PUT, CALL_APPEND } call_kind;
 
-/* One RPC to one server. Returns the transport error or the server's answer. */
-static int call_one(shardkv_clerk *c, const char *name, call_kind kind, const char *key,
-                    const char *value, uint64_t seq, unsigned rpc_ms, char **out)
+/* One clerk call in progress: what the helper's hooks need. */
+typedef struct {
+	shardkv_clerk *c;
+	int shard;
+	uint64_t deadline;
+	int64_t gid;                /* the group srv points into (0: none) */
+	dkv_call_servers srv;
+	skv_get_args get;
+	skv_putappend_args pa;
+} call_ctx;
+
+/* Point srv at the group that owns the shard in c->cfg, from its hint. */
+static void aim(call_ctx *x)
 {
+	shardkv_clerk *c = x->c;
+	x->gid = 0;
+	x->srv.names = NULL;
+	x->srv.n = 0;
+	if (c->cfg == NULL || c->cfg->shards[x->shard] == 0)
+		return;
+	for (int i = 0; i < c->cfg->ngroups; i++) {
+		const shardmaster_group *g = &c->cfg->groups[i];
+		if (g->gid == c->cfg->shards[x->shard] && g->nservers > 0) {
+			x->gid = g->gid;
+			x->srv.names = (const char *const *)g->servers;
+			x->srv.n = g->nservers;
+			x->srv.last = *hint_slot(c, g->gid);
+			return;
+		}
+	}
+}
+
+static void keep_hint(call_ctx *x)
+{
+	if (x->gid != 0)
+		*hint_slot(x->c, x->gid) = x->srv.last;
+}
+
+/* Before each RPC: how long the server may wait for agreement, and the
+ * configuration we route by. */
+static void prepare(void *ctx, unsigned rpc_ms)
+{
+	call_ctx *x = ctx;
 	unsigned wait = rpc_ms > 1000 ? rpc_ms - 1000 : rpc_ms / 2;
 	if (wait > SKV_CLERK_WAIT_MS)
 		wait = SKV_CLERK_WAIT_MS;
-	int cfgnum = c->cfg ? c->cfg->num : 0;
-	if (kind == CALL_GET) {
-		skv_get_args a = { .cid = c->cid, .seq = seq, .cfgnum = cfgnum, .wait_ms = wait,
-		                   .key = (char *)key };
-		skv_get_reply r;
-		memset(&r, 0, sizeof r);
-		int rc = dkv_rpc_call(c->pool, name, SKV_PROG, SKV_VERS, SKV_GET,
-		                      (xdrproc_t)xdr_skv_get_args, &a, (xdrproc_t)xdr_skv_get_reply, &r,
-		                      rpc_ms);
-		if (rc != DKV_OK)
-			return rc;
-		rc = r.err;
-		if (rc == DKV_OK) {
-			*out = strdup(r.value ? r.value : "");
-			if (*out == NULL)
-				rc = DKV_ERR_NOMEM;
-		}
-		xdr_free((xdrproc_t)xdr_skv_get_reply, (char *)&r);
-		return rc;
-	}
-	skv_putappend_args a = { .cid = c->cid, .seq = seq, .cfgnum = cfgnum, .wait_ms = wait,
-	                         .append = kind == CALL_APPEND, .key = (char *)key,
-	                         .value = (char *)value };
-	skv_putappend_reply r;
-	memset(&r, 0, sizeof r);
-	int rc = dkv_rpc_call(c->pool, name, SKV_PROG, SKV_VERS, SKV_PUTAPPEND,
-	                      (xdrproc_t)xdr_skv_putappend_args, &a,
-	                      (xdrproc_t)xdr_skv_putappend_reply, &r, rpc_ms);
-	if (rc != DKV_OK)
-		return rc;
-	rc = r.err;
-	xdr_free((xdrproc_t)xdr_skv_putappend_reply, (char *)&r);
-	return rc;
+	int cfgnum = x->c->cfg ? x->c->cfg->num : 0;
+	x->get.wait_ms = x->pa.wait_ms = wait;
+	x->get.cfgnum = x->pa.cfgnum = cfgnum;
+}
+
+/* WRONG_GROUP may come from a replica that lags behind its group (cut off from
+ * its peers): ask the others before re-reading the configuration — the
+ * helper's default (NEXT for everything but OK, NOKEY, INVAL, EXPIRED). */
+
+/* Between rounds: no server of the group served the call; re-read the
+ * configuration (the helper has backed off already). */
+static int next_round(void *ctx, dkv_call_servers *srv)
+{
+	call_ctx *x = ctx;
+	(void)srv;
+	keep_hint(x);
+	refresh_config(x->c, x->deadline);
+	aim(x);
+	return DKV_OK;
 }
 
 static int clerk_call(shardkv_clerk *c, call_kind kind, const char *key, const char *value,
@@ -181,45 +195,52 @@ static int clerk_call(shardkv_clerk *c, call_kind kind, const char *key, const c
 		return DKV_ERR_INVAL;
 	if (strlen(key) > DKV_KEY_MAX || (value != NULL && strlen(value) > DKV_VALUE_MAX))
 		return DKV_ERR_INVAL;
+	call_ctx x;
+	memset(&x, 0, sizeof x);
+	x.c = c;
+	x.shard = shardkv_key2shard(key);
+	x.deadline = dkv_call_deadline(c->timeout_ms);
 	uint64_t seq = ++c->seq;
-	uint64_t deadline = c->timeout_ms ? dkv_now_ms() + c->timeout_ms : 0;
-	unsigned backoff = SKV_BACKOFF_MIN_MS;
-	int shard = shardkv_key2shard(key);
+	x.get = (skv_get_args){ .cid = c->cid, .seq = seq, .key = (char *)key };
+	x.pa = (skv_putappend_args){ .cid = c->cid, .seq = seq, .append = kind == CALL_APPEND,
+	                             .key = (char *)key, .value = (char *)value };
+	dkv_call_servers_init(&x.srv, NULL, 0);
 	if (c->cfg == NULL)
-		refresh_config(c, deadline);
-	for (;;) {
-		const shardmaster_group *g = NULL;
-		if (c->cfg != NULL && c->cfg->shards[shard] != 0)
-			for (int i = 0; i < c->cfg->ngroups; i++)
-				if (c->cfg->groups[i].gid == c->cfg->shards[shard])
-					g = &c->cfg->groups[i];
-		if (g != NULL && g->nservers > 0) {
-			int *hint = hint_slot(c, g->gid);
-			for (int k = 0; k < g->nservers; k++) {
-				if (deadline != 0 && dkv_now_ms() >= deadline)
-					return DKV_ERR_TIMEOUT;
-				int idx = (*hint + k) % g->nservers;
-				int rc = call_one(c, g->servers[idx], kind, key, value, seq,
-				                  left_ms(deadline, SKV_CLERK_RPC_MS), out);
-				if (rc == DKV_OK) {
-					*hint = idx;
-					return DKV_OK;
-				}
-				if (rc == DKV_ERR_INVAL || rc == DKV_ERR_NOKEY)
-					return rc;
-				/* WRONG_GROUP may come from a replica that lags behind its group
-				 * (cut off from its peers): ask the others before re-reading the
-				 * configuration. NET, TIMEOUT, KILLED, NOMEM: the next server. */
-			}
+		refresh_config(c, x.deadline);
+	aim(&x);
+	dkv_call_spec spec = {
+		.prog = SKV_PROG, .vers = SKV_VERS, .rpc_ms = SKV_CLERK_RPC_MS,
+		.backoff_min_ms = SKV_BACKOFF_MIN_MS, .backoff_max_ms = SKV_BACKOFF_MAX_MS,
+		.ctx = &x, .prepare = prepare, .next_round = next_round,
+	};
+	int rc;
+	if (kind == CALL_GET) {
+		skv_get_reply r;
+		spec.proc = SKV_GET;
+		spec.xdr_args = (xdrproc_t)xdr_skv_get_args;
+		spec.args = &x.get;
+		spec.xdr_res = (xdrproc_t)xdr_skv_get_reply;
+		spec.res_size = sizeof r;
+		rc = dkv_call_any(c->pool, &x.srv, x.deadline, &spec, &r, NULL);
+		if (rc == DKV_OK) {
+			*out = r.value ? r.value : strdup("");
+			r.value = NULL;
+			if (*out == NULL)
+				rc = DKV_ERR_NOMEM;
 		}
-		if (deadline != 0 && dkv_now_ms() >= deadline)
-			return DKV_ERR_TIMEOUT;
-		dkv_sleep_ms(left_ms(deadline, backoff));
-		backoff = backoff * 2 > SKV_BACKOFF_MAX_MS ? SKV_BACKOFF_MAX_MS : backoff * 2;
-		if (deadline != 0 && dkv_now_ms() >= deadline)
-			return DKV_ERR_TIMEOUT;
-		refresh_config(c, deadline);
+		xdr_free((xdrproc_t)xdr_skv_get_reply, (char *)&r);
+	} else {
+		skv_putappend_reply r;
+		spec.proc = SKV_PUTAPPEND;
+		spec.xdr_args = (xdrproc_t)xdr_skv_putappend_args;
+		spec.args = &x.pa;
+		spec.xdr_res = (xdrproc_t)xdr_skv_putappend_reply;
+		spec.res_size = sizeof r;
+		rc = dkv_call_any(c->pool, &x.srv, x.deadline, &spec, &r, NULL);
+		xdr_free((xdrproc_t)xdr_skv_putappend_reply, (char *)&r);
 	}
+	keep_hint(&x);
+	return rc;
 }
 
 int shardkv_clerk_get(shardkv_clerk *c, const char *key, char **value)

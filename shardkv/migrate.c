@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "skv_internal.h"
 
 /* How long to wait before retrying pulls that are still pending. */
@@ -228,33 +229,39 @@ typedef struct {
 	char **servers;
 } skv_task;
 
-/* Call `proc` on the servers of a group in turn (starting at a random one)
- * until one answers DKV_OK. The reply is left in `res` only on DKV_OK. */
+/* One round is enough for the poller (it comes back on its next tick). */
+static int one_round(void *ctx, dkv_call_servers *srv)
+{
+	(void)ctx;
+	(void)srv;
+	return SKV_ERR_NOT_READY;
+}
+
+/* Call `proc` on the servers of a group, one round (src/call.h), starting at a
+ * random one, until one answers DKV_OK. The reply is left in `res` only on
+ * DKV_OK. */
 static int call_group(shardkv_server *s, const skv_task *t, rpcproc_t proc, xdrproc_t xa,
                       const void *args, xdrproc_t xr, void *res, size_t res_size)
 {
 	if (t->nservers == 0)
 		return DKV_ERR_NET;
+	dkv_call_servers srv;
+	dkv_call_servers_init(&srv, (const char *const *)t->servers, t->nservers);
 	pthread_mutex_lock(&s->mu);
-	int start = (int)dkv_rng_below(&s->rng, (uint64_t)t->nservers);
+	srv.last = (int)dkv_rng_below(&s->rng, (uint64_t)t->nservers);
 	bool dead = s->dead;
 	pthread_mutex_unlock(&s->mu);
-	int rc = DKV_ERR_NET;
-	for (int k = 0; k < t->nservers && !dead; k++) {
-		const char *name = t->servers[(start + k) % t->nservers];
-		memset(res, 0, res_size);
-		rc = dkv_rpc_call(s->pool, name, SKV_PROG, SKV_VERS, proc, xa, args, xr, res,
-		                  SKV_FETCH_TIMEOUT_MS + (proc == SKV_GC ? SKV_GC_WAIT_MS : 0));
-		if (rc == DKV_ERR_KILLED)
-			return rc;
-		if (rc != DKV_OK)
-			continue;
-		rc = *(int *)res; /* every reply starts with err */
-		if (rc == DKV_OK)
-			return DKV_OK;
+	if (dead)
+		return DKV_ERR_KILLED;
+	dkv_call_spec spec = {
+		.prog = SKV_PROG, .vers = SKV_VERS, .proc = proc, .xdr_args = xa, .args = args,
+		.xdr_res = xr, .res_size = res_size,
+		.rpc_ms = SKV_FETCH_TIMEOUT_MS + (proc == SKV_GC ? SKV_GC_WAIT_MS : 0),
+		.backoff_min_ms = 1, .backoff_max_ms = 1, .next_round = one_round,
+	};
+	int rc = dkv_call_any(s->pool, &srv, 0, &spec, res, NULL);
+	if (rc != DKV_OK)
 		xdr_free(xr, res);
-		memset(res, 0, res_size);
-	}
 	return rc;
 }
 

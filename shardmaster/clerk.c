@@ -1,8 +1,9 @@
 /*
  * shardmaster/clerk.c — the shard-master clerk.
  *
- * Lab semantics: a call tries the replicas in turn until one answers it, with a
- * short backoff after each full round (2 ms, doubling to 100 ms: the lab slept
+ * Lab semantics, through the one call-any-replica helper (src/call.h): a call
+ * tries the replicas in turn until one answers it, with a short randomised
+ * backoff after each full round (2 ms, doubling to 100 ms: the lab slept
  * 100 ms between rounds), forever — or, with a deadline set, until the
  * deadline, then DKV_ERR_TIMEOUT. A replica that answers DKV_ERR_TIMEOUT (it
  * could not get the request agreed: a minority, say) or DKV_ERR_KILLED counts
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "dkv/shardmaster.h"
+#include "call.h"
 #include "dkv_internal.h"
 #include "sm_wire.h"
 
@@ -35,7 +37,7 @@ struct shardmaster_clerk {
 	uint64_t client_id;  /* random, for at-most-once */
 	uint64_t seq;        /* last Join/Leave/Move number used */
 	unsigned timeout_ms; /* 0: retry forever */
-	int last;            /* the replica that answered last */
+	dkv_call_servers srv;/* the replicas, and which answered last */
 };
 
 /* valid_name: a server name in a Join: non-empty, shorter than DKV_NAME_MAX
@@ -81,6 +83,7 @@ shardmaster_clerk *shardmaster_clerk_new(const char *const *servers, int n)
 	if (c->pool == NULL)
 		goto nomem;
 	c->client_id = dkv_random_seed();
+	dkv_call_servers_init(&c->srv, (const char *const *)c->servers, c->n);
 	return c;
 nomem:
 	shardmaster_clerk_free(c);
@@ -107,53 +110,26 @@ void shardmaster_clerk_set_timeout(shardmaster_clerk *c, unsigned ms)
 }
 
 /*
- * call: send (proc, args) to the replicas in turn until one answers with DKV_OK
- * or DKV_ERR_INVAL (both final), or the deadline passes. `res` is a zeroed
- * reply struct of res_size bytes whose first field is `int err`. On DKV_OK the
- * caller releases *res with xdr_free(xdr_res, res); otherwise it holds nothing.
+ * call: dkv_call_any over the replicas (src/call.h: which replica, backoff,
+ * deadline). DKV_OK and DKV_ERR_INVAL are final; a replica's DKV_ERR_TIMEOUT
+ * (it could not get the request agreed) or DKV_ERR_KILLED means the next one.
+ * `res` is a reply struct of res_size bytes whose first field is `int err`. On
+ * DKV_OK the caller releases *res with xdr_free(xdr_res, res); otherwise it
+ * holds nothing.
  */
 static int call(shardmaster_clerk *c, rpcproc_t proc, xdrproc_t xdr_args, const void *args,
                 xdrproc_t xdr_res, void *res, size_t res_size)
 {
-	uint64_t deadline = c->timeout_ms ? dkv_now_ms() + c->timeout_ms : 0;
-	unsigned backoff = SM_BACKOFF_START_MS;
-	for (;;) {
-		for (int k = 0; k < c->n; k++) {
-			int i = (c->last + k) % c->n;
-			unsigned wait = SM_CALL_TIMEOUT_MS;
-			if (deadline) {
-				uint64_t now = dkv_now_ms();
-				if (now >= deadline)
-					return DKV_ERR_TIMEOUT;
-				if (deadline - now < wait)
-					wait = (unsigned)(deadline - now);
-			}
-			memset(res, 0, res_size);
-			int rc = dkv_rpc_call(c->pool, c->servers[i], SHARDMASTER_PROG, SHARDMASTER_V1,
-			                      proc, xdr_args, args, xdr_res, res, wait);
-			if (rc != DKV_OK)
-				continue;
-			int err = *(const int *)res; /* every reply starts with `int err` */
-			if (err == DKV_OK || err == DKV_ERR_INVAL) {
-				c->last = i;
-				if (err != DKV_OK)
-					xdr_free(xdr_res, res);
-				return err;
-			}
-			xdr_free(xdr_res, res); /* TIMEOUT, KILLED …: try the next replica */
-		}
-		unsigned nap = backoff;
-		if (deadline) {
-			uint64_t now = dkv_now_ms();
-			if (now >= deadline)
-				return DKV_ERR_TIMEOUT;
-			if (deadline - now < nap)
-				nap = (unsigned)(deadline - now);
-		}
-		dkv_sleep_ms(nap);
-		if (backoff < SM_BACKOFF_MAX_MS)
-			backoff = backoff * 2 < SM_BACKOFF_MAX_MS ? backoff * 2 : SM_BACKOFF_MAX_MS;
-	}
+	dkv_call_spec spec = {
+		.prog = SHARDMASTER_PROG, .vers = SHARDMASTER_V1, .proc = proc,
+		.xdr_args = xdr_args, .args = args, .xdr_res = xdr_res, .res_size = res_size,
+		.rpc_ms = SM_CALL_TIMEOUT_MS,
+		.backoff_min_ms = SM_BACKOFF_START_MS, .backoff_max_ms = SM_BACKOFF_MAX_MS,
+	};
+	int err = dkv_call_any(c->pool, &c->srv, dkv_call_deadline(c->timeout_ms), &spec, res, NULL);
+	if (err != DKV_OK)
+		xdr_free(xdr_res, res);
+	return err;
 }
 
 static int call_simple(shardmaster_clerk *c, rpcproc_t proc, xdrproc_t xdr_args, const void *args)
