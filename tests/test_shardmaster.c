@@ -432,33 +432,6 @@ static void test_shardmaster_core_noop_and_malformed_mutations_change_nothing(vo
 	sm_state_destroy(&st);
 }
 
-/* The at-most-once table reports a request as seen with its result, and forgets the least recently used clerk when full. */
-static void test_shardmaster_core_at_most_once_table_forgets_oldest_clerk(void **state)
-{
-	(void)state;
-	sm_state st;
-	assert_int_equal(sm_state_init(&st), DKV_OK);
-	int err = -1;
-	assert_false(sm_state_seen(&st, 77, 1, &err));
-	sm_state_record(&st, 77, 1, DKV_ERR_INVAL);
-	assert_true(sm_state_seen(&st, 77, 1, &err));
-	assert_int_equal(err, DKV_ERR_INVAL);
-	assert_false(sm_state_seen(&st, 77, 2, &err));
-	sm_state_record(&st, 77, 2, DKV_OK);
-	assert_true(sm_state_seen(&st, 77, 1, &err)); /* an old retry */
-	assert_int_equal(err, DKV_OK);
-	for (uint64_t id = 1000; id < 1000 + SM_DUP_MAX - 1; id++)
-		sm_state_record(&st, id, 5, DKV_OK);
-	sm_state_record(&st, 77, 3, DKV_OK); /* 77 becomes the most recent */
-	sm_state_record(&st, 5000, 1, DKV_OK); /* full: evicts 1000, the oldest */
-	assert_int_equal(st.ndups, SM_DUP_MAX);
-	assert_false(sm_state_seen(&st, 1000, 5, NULL));
-	assert_true(sm_state_seen(&st, 1001, 5, NULL));
-	assert_true(sm_state_seen(&st, 77, 3, NULL));
-	assert_true(sm_state_seen(&st, 5000, 1, NULL));
-	sm_state_destroy(&st);
-}
-
 /* Snapshot equality of two configurations (same group order: both copies of one). */
 static bool same_config(const shardmaster_config *a, const shardmaster_config *b)
 {
@@ -473,6 +446,183 @@ static bool same_config(const shardmaster_config *a, const shardmaster_config *b
 				return false;
 	}
 	return true;
+}
+
+/* Apply one encoded op through the machine; its result err (and id). */
+static int machine_op(sm_state *st, const sm_op *op, uint64_t *id)
+{
+	void *buf = NULL, *res = NULL;
+	size_t len = 0, rlen = 0;
+	assert_int_equal(sm_op_encode(op, &buf, &len), DKV_OK);
+	assert_int_equal(sm_machine_apply(st, buf, len, &res, &rlen), DKV_OK);
+	free(buf);
+	int err = -1;
+	uint64_t got = 0;
+	assert_int_equal(sm_result_decode(res, rlen, &err, &got), DKV_OK);
+	free(res);
+	if (id != NULL)
+		*id = got;
+	return err;
+}
+
+/* The machine: ops through their encoding give the mutations' results, refused
+ * and undecodable ops change nothing, NEW_ID hands out 1, 2, 3 … */
+static void test_shardmaster_machine_apply_results_and_ids(void **state)
+{
+	(void)state;
+	sm_state st;
+	assert_int_equal(sm_state_init(&st), DKV_OK);
+	sm_op j = { .kind = SM_OP_JOIN };
+	j.sm_op_u.join.gid = 4;
+	j.sm_op_u.join.servers.servers_len = 3;
+	j.sm_op_u.join.servers.servers_val = (char **)ABC;
+	assert_int_equal(machine_op(&st, &j, NULL), DKV_OK);
+	assert_int_equal(st.nconfigs, 2);
+	sm_op m = { .kind = SM_OP_MOVE };
+	m.sm_op_u.move.shard = 1;
+	m.sm_op_u.move.gid = 99;
+	assert_int_equal(machine_op(&st, &m, NULL), DKV_ERR_INVAL); /* not a member */
+	j.sm_op_u.join.gid = 0;
+	assert_int_equal(machine_op(&st, &j, NULL), DKV_ERR_INVAL);
+	assert_int_equal(st.nconfigs, 2);
+	sm_op q = { .kind = SM_OP_QUERY };
+	assert_int_equal(machine_op(&st, &q, NULL), DKV_OK);
+	sm_op nid = { .kind = SM_OP_NEW_ID };
+	for (uint64_t want = 1; want <= 5; want++) {
+		uint64_t id = 0;
+		assert_int_equal(machine_op(&st, &nid, &id), DKV_OK);
+		assert_int_equal(id, want);
+	}
+	sm_op l = { .kind = SM_OP_LEAVE };
+	l.sm_op_u.leave_gid = 4;
+	assert_int_equal(machine_op(&st, &l, NULL), DKV_OK);
+	assert_int_equal(st.nconfigs, 3);
+	/* Garbage in the log: refused, the same everywhere, nothing changes. */
+	void *res = NULL;
+	size_t rlen = 0;
+	int err = -1;
+	assert_int_equal(sm_machine_apply(&st, "\xff\xff\xff\x7f", 4, &res, &rlen), DKV_OK);
+	assert_int_equal(sm_result_decode(res, rlen, &err, NULL), DKV_OK);
+	assert_int_equal(err, DKV_ERR_INVAL);
+	free(res);
+	assert_int_equal(st.nconfigs, 3);
+	sm_state_destroy(&st);
+}
+
+/* Snapshot then restore gives an equal state (history and id counter); a
+ * restore replaces what was there; malformed snapshots are refused and change
+ * nothing; allocation failures in either leave the state as it was. */
+static void test_shardmaster_machine_snapshot_restore_round_trip(void **state)
+{
+	(void)state;
+	sm_state a;
+	assert_int_equal(sm_state_init(&a), DKV_OK);
+	for (int64_t g = 1; g <= 20; g++)
+		assert_int_equal(sm_state_join(&a, g, ABC, 3), DKV_OK);
+	for (int64_t g = 1; g <= 20; g += 3)
+		assert_int_equal(sm_state_leave(&a, g), DKV_OK);
+	a.last_id = 777;
+	void *snap = NULL;
+	size_t len = 0;
+	assert_int_equal(sm_machine_snapshot(&a, &snap, &len), DKV_OK);
+
+	sm_state b;
+	assert_int_equal(sm_state_init(&b), DKV_OK);
+	assert_int_equal(sm_state_join(&b, 55, ABC, 1), DKV_OK); /* replaced by the restore */
+	assert_int_equal(sm_machine_restore(&b, snap, len), DKV_OK);
+	assert_int_equal(b.nconfigs, a.nconfigs);
+	assert_int_equal(b.last_id, 777);
+	for (int i = 0; i < a.nconfigs; i++)
+		assert_true(same_config(&a.configs[i], &b.configs[i]));
+	/* The restored state goes on like the original. */
+	assert_int_equal(sm_state_join(&a, 100, ABC, 2), DKV_OK);
+	assert_int_equal(sm_state_join(&b, 100, ABC, 2), DKV_OK);
+	assert_true(same_config(sm_state_query(&a, -1), sm_state_query(&b, -1)));
+	void *snap2 = NULL;
+	size_t len2 = 0;
+	assert_int_equal(sm_machine_snapshot(&b, &snap2, &len2), DKV_OK);
+	free(snap2);
+
+	/* Malformed: truncated, trailing bytes, garbage. */
+	int before = b.nconfigs;
+	assert_int_equal(sm_machine_restore(&b, snap, len - 1), DKV_ERR_INVAL);
+	char *longer = malloc(len + 4);
+	memcpy(longer, snap, len);
+	memset(longer + len, 0, 4);
+	assert_int_equal(sm_machine_restore(&b, longer, len + 4), DKV_ERR_INVAL);
+	free(longer);
+	assert_int_equal(sm_machine_restore(&b, "nope", 4), DKV_ERR_INVAL);
+	assert_int_equal(b.nconfigs, before);
+
+	/* Allocation failures: snapshot and restore fail cleanly, then succeed. */
+	for (unsigned long n = 1;; n++) {
+		void *s2 = NULL;
+		size_t l2 = 0;
+		dkv_alloc_fail_after(n);
+		int rc = sm_machine_snapshot(&a, &s2, &l2);
+		dkv_alloc_fail_after(0);
+		if (rc == DKV_OK) {
+			free(s2);
+			break;
+		}
+		assert_int_equal(rc, DKV_ERR_NOMEM);
+		assert_null(s2);
+		assert_true(n < 10000);
+	}
+	for (unsigned long n = 1;; n++) {
+		dkv_alloc_fail_after(n);
+		int rc = sm_machine_restore(&b, snap, len);
+		dkv_alloc_fail_after(0);
+		if (rc == DKV_OK)
+			break;
+		assert_int_equal(rc, DKV_ERR_NOMEM);
+		assert_int_equal(b.nconfigs, before); /* unchanged */
+		assert_true(n < 10000);
+	}
+	assert_int_equal(b.last_id, 777);
+	free(snap);
+	sm_state_destroy(&a);
+	sm_state_destroy(&b);
+}
+
+/* An allocation failure while applying an agreed op fails apply (the engine
+ * then stops the replica) and leaves the state as it was: it never half-applies. */
+static void test_shardmaster_machine_apply_out_of_memory_changes_nothing(void **state)
+{
+	(void)state;
+	sm_state st;
+	assert_int_equal(sm_state_init(&st), DKV_OK);
+	for (int64_t g = 1; g <= 3; g++)
+		assert_int_equal(sm_state_join(&st, g, ABC, 3), DKV_OK);
+	sm_op j = { .kind = SM_OP_JOIN };
+	j.sm_op_u.join.gid = 9;
+	j.sm_op_u.join.servers.servers_len = 3;
+	j.sm_op_u.join.servers.servers_val = (char **)ABC;
+	void *buf = NULL;
+	size_t len = 0;
+	assert_int_equal(sm_op_encode(&j, &buf, &len), DKV_OK);
+	int failures = 0;
+	for (unsigned long n = 1;; n++) {
+		int before = st.nconfigs;
+		void *res = NULL;
+		size_t rlen = 0;
+		dkv_alloc_fail_after(n);
+		int rc = sm_machine_apply(&st, buf, len, &res, &rlen);
+		dkv_alloc_fail_after(0);
+		if (rc == DKV_OK) {
+			assert_int_equal(st.nconfigs, before + 1);
+			free(res);
+			break;
+		}
+		failures++;
+		assert_int_equal(rc, DKV_ERR_NOMEM);
+		assert_null(res);
+		assert_int_equal(st.nconfigs, before);
+		assert_true(n < 1000);
+	}
+	assert_true(failures > 0);
+	free(buf);
+	sm_state_destroy(&st);
 }
 
 /* One mutation of the NOMEM walk: 0 join 9, 1 leave 2, 2 move 0 -> 3. */
@@ -1147,7 +1297,7 @@ static void test_shardmaster_malformed_requests_are_invalid(void **state)
 	dkv_rpc_pool *pool = dkv_rpc_pool_new();
 	assert_non_null(pool);
 	sm_reply r;
-	sm_join_args ja = { .client_id = 1, .seq = 1, .gid = 0 };
+	sm_join_args ja = { .session = 1, .seq = 1, .gid = 0 };
 	ja.servers.servers_len = 3;
 	ja.servers.servers_val = (char **)ABC;
 	memset(&r, 0, sizeof r);
@@ -1170,13 +1320,13 @@ static void test_shardmaster_malformed_requests_are_invalid(void **state)
 	                              (xdrproc_t)xdr_sm_join_args, &ja, (xdrproc_t)xdr_sm_reply, &r, 0),
 	                 DKV_OK);
 	assert_int_equal(r.err, DKV_ERR_INVAL);
-	sm_leave_args la = { .client_id = 1, .seq = 2, .gid = -1 };
+	sm_leave_args la = { .session = 1, .seq = 2, .gid = -1 };
 	memset(&r, 0, sizeof r);
 	assert_int_equal(dkv_rpc_call(pool, c->names[2], SHARDMASTER_PROG, SHARDMASTER_V1, SM_LEAVE,
 	                              (xdrproc_t)xdr_sm_leave_args, &la, (xdrproc_t)xdr_sm_reply, &r, 0),
 	                 DKV_OK);
 	assert_int_equal(r.err, DKV_ERR_INVAL);
-	sm_move_args ma = { .client_id = 1, .seq = 3, .shard = NS, .gid = 5 };
+	sm_move_args ma = { .session = 1, .seq = 3, .shard = NS, .gid = 5 };
 	memset(&r, 0, sizeof r);
 	assert_int_equal(dkv_rpc_call(pool, c->names[0], SHARDMASTER_PROG, SHARDMASTER_V1, SM_MOVE,
 	                              (xdrproc_t)xdr_sm_move_args, &ma, (xdrproc_t)xdr_sm_reply, &r, 0),
@@ -1438,7 +1588,9 @@ int main(void)
 		cmocka_unit_test(test_shardmaster_core_more_groups_than_shards_get_one_shard_each),
 		cmocka_unit_test(test_shardmaster_core_leave_of_last_group_returns_shards_to_gid_zero),
 		cmocka_unit_test(test_shardmaster_core_noop_and_malformed_mutations_change_nothing),
-		cmocka_unit_test(test_shardmaster_core_at_most_once_table_forgets_oldest_clerk),
+		cmocka_unit_test(test_shardmaster_machine_apply_results_and_ids),
+		cmocka_unit_test(test_shardmaster_machine_snapshot_restore_round_trip),
+		cmocka_unit_test(test_shardmaster_machine_apply_out_of_memory_changes_nothing),
 		cmocka_unit_test(test_shardmaster_core_out_of_memory_changes_nothing),
 		CLUSTER_TEST(test_shardmaster_basic_leave_join_balances_and_keeps_server_lists),
 		CLUSTER_TEST(test_shardmaster_basic_historical_queries_return_recorded_configs),
