@@ -214,6 +214,11 @@ int dkv_sessions_open(dkv_sessions *t, uint64_t id)
 	return put(t, id, 0, NULL, 0);
 }
 
+int dkv_sessions_known(const dkv_sessions *t, uint64_t id)
+{
+	return t && find(t, id) != NULL;
+}
+
 size_t dkv_sessions_count(const dkv_sessions *t)
 {
 	return t ? t->count : 0;

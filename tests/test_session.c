@@ -70,6 +70,9 @@ static void test_session_lru_eviction_order_and_horizon(void **state)
 	assert_int_equal(dkv_sessions_check(t, 13, 1, NULL, NULL), DKV_SESS_NEW);
 	/* an unknown id above the horizon was never here */
 	assert_int_equal(dkv_sessions_check(t, 99, 1, NULL, NULL), DKV_SESS_NEW);
+	assert_false(dkv_sessions_known(t, 99));
+	assert_false(dkv_sessions_known(t, 12));
+	assert_true(dkv_sessions_known(t, 13));
 	/* 13 evicted next: horizon 13 */
 	rec(t, 16, 1, NULL);
 	assert_int_equal(dkv_sessions_horizon(t), 13);
