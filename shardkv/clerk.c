@@ -7,20 +7,23 @@
  * or DKV_ERR_INVAL; a server that answers DKV_ERR_WRONG_GROUP or fails makes it
  * try the next one (a replica cut off from its peers lags behind its group and
  * may disown a shard the group owns). When no server of the group served the
- * call, it backs off (10 ms doubling to 100 ms), asks the shard master for
+ * call, it backs off (randomised, 10 ms doubling to 100 ms: src/call.h), asks the shard master for
  * the latest configuration and goes again, until the call succeeds or the
  * deadline passes.
  *
- * At most once: the clerk has a random non-zero 64-bit id; every call takes the
+ * At most once: the clerk's Puts and Appends run under a session whose id the
+ * shard master's log hands out (global and increasing); every call takes the
  * next sequence number and keeps it across all its retries, to any group, so a
  * Put or Append that was applied before its shard moved is recognised by the
- * new owner (the at-most-once table moves with the shard).
+ * new owner (the shard's session table moves with the shard). Gets need no
+ * session. Expired sessions: see clerk_call and dkv/shardkv.h.
  * A clerk is used by one thread at a time, so it has no lock.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../shardmaster/sm_session.h"
 #include "call.h"
 #include "skv_internal.h"
 
@@ -37,8 +40,8 @@ struct shardkv_clerk {
 	shardmaster_clerk *smck;
 	shardmaster_config *cfg; /* latest known, or NULL */
 	dkv_rpc_pool *pool;
-	uint64_t cid;
-	uint64_t seq;
+	uint64_t session;        /* global id from the shard master (0: none yet) */
+	uint64_t seq;            /* last Put/Append number in it */
 	unsigned timeout_ms;     /* 0: forever */
 	struct {
 		int64_t gid;
@@ -73,9 +76,6 @@ shardkv_clerk *shardkv_clerk_new(const char *const *shardmasters, int nsm)
 		errno = ENOMEM;
 		return NULL;
 	}
-	do
-		c->cid = dkv_random_seed();
-	while (c->cid == 0);
 	return c;
 }
 
@@ -127,6 +127,7 @@ typedef struct {
 	dkv_call_servers srv;
 	skv_get_args get;
 	skv_putappend_args pa;
+	unsigned not_applied;       /* replies that prove their attempt was not applied */
 } call_ctx;
 
 /* Point srv at the group that owns the shard in c->cfg, from its hint. */
@@ -171,7 +172,17 @@ static void prepare(void *ctx, unsigned rpc_ms)
 
 /* WRONG_GROUP may come from a replica that lags behind its group (cut off from
  * its peers): ask the others before re-reading the configuration — the
- * helper's default (NEXT for everything but OK, NOKEY, INVAL, EXPIRED). */
+ * helper's default (NEXT for everything but OK, NOKEY, INVAL, EXPIRED). A
+ * WRONG_GROUP reply also proves that attempt applied nothing (the EXPIRED
+ * rule counts those). */
+static dkv_call_verdict classify(void *ctx, int *err, void *res)
+{
+	call_ctx *x = ctx;
+	(void)res;
+	if (*err == DKV_ERR_WRONG_GROUP)
+		x->not_applied++;
+	return dkv_call_default_verdict(*err);
+}
 
 /* Between rounds: no server of the group served the call; re-read the
  * configuration (the helper has backed off already). */
@@ -185,6 +196,57 @@ static int next_round(void *ctx, dkv_call_servers *srv)
 	return DKV_OK;
 }
 
+/* One attempt at the whole call (routing, retries, deadline: dkv_call_any).
+ * *maybe: some RPC of it other than the final one may have been applied. */
+static int run(shardkv_clerk *c, call_ctx *x, call_kind kind, char **out, bool *maybe)
+{
+	dkv_call_spec spec = {
+		.prog = SKV_PROG, .vers = SKV_VERS, .rpc_ms = SKV_CLERK_RPC_MS,
+		.backoff_min_ms = SKV_BACKOFF_MIN_MS, .backoff_max_ms = SKV_BACKOFF_MAX_MS,
+		.ctx = x, .prepare = prepare, .classify = classify, .next_round = next_round,
+	};
+	int rc;
+	unsigned sent = 0;
+	x->not_applied = 0;
+	if (kind == CALL_GET) {
+		skv_get_reply r;
+		spec.proc = SKV_GET;
+		spec.xdr_args = (xdrproc_t)xdr_skv_get_args;
+		spec.args = &x->get;
+		spec.xdr_res = (xdrproc_t)xdr_skv_get_reply;
+		spec.res_size = sizeof r;
+		rc = dkv_call_any(c->pool, &x->srv, x->deadline, &spec, &r, &sent);
+		if (rc == DKV_OK) {
+			*out = r.value ? r.value : strdup("");
+			r.value = NULL;
+			if (*out == NULL)
+				rc = DKV_ERR_NOMEM;
+		}
+		xdr_free((xdrproc_t)xdr_skv_get_reply, (char *)&r);
+	} else {
+		skv_putappend_reply r;
+		spec.proc = SKV_PUTAPPEND;
+		spec.xdr_args = (xdrproc_t)xdr_skv_putappend_args;
+		spec.args = &x->pa;
+		spec.xdr_res = (xdrproc_t)xdr_skv_putappend_reply;
+		spec.res_size = sizeof r;
+		rc = dkv_call_any(c->pool, &x->srv, x->deadline, &spec, &r, &sent);
+		xdr_free((xdrproc_t)xdr_skv_putappend_reply, (char *)&r);
+	}
+	*maybe = sent > x->not_applied + 1;
+	keep_hint(x);
+	return rc;
+}
+
+/*
+ * clerk_call: route, call, retry (dkv/shardkv.h). Put and Append run under the
+ * clerk's session (a global id from the shard master, opened on first use).
+ * The EXPIRED rule: DKV_ERR_EXPIRED when no earlier attempt of this call can
+ * have been applied (every earlier reply was WRONG_GROUP) means the request was
+ * never applied: open a new session and send it again; otherwise the call
+ * returns DKV_ERR_EXPIRED (it may have been applied under the old session;
+ * never twice).
+ */
 static int clerk_call(shardkv_clerk *c, call_kind kind, const char *key, const char *value,
                       char **out)
 {
@@ -200,47 +262,36 @@ static int clerk_call(shardkv_clerk *c, call_kind kind, const char *key, const c
 	x.c = c;
 	x.shard = shardkv_key2shard(key);
 	x.deadline = dkv_call_deadline(c->timeout_ms);
-	uint64_t seq = ++c->seq;
-	x.get = (skv_get_args){ .cid = c->cid, .seq = seq, .key = (char *)key };
-	x.pa = (skv_putappend_args){ .cid = c->cid, .seq = seq, .append = kind == CALL_APPEND,
-	                             .key = (char *)key, .value = (char *)value };
+	x.get = (skv_get_args){ .key = (char *)key };
+	x.pa = (skv_putappend_args){ .append = kind == CALL_APPEND, .key = (char *)key,
+	                             .value = (char *)value };
 	dkv_call_servers_init(&x.srv, NULL, 0);
 	if (c->cfg == NULL)
 		refresh_config(c, x.deadline);
 	aim(&x);
-	dkv_call_spec spec = {
-		.prog = SKV_PROG, .vers = SKV_VERS, .rpc_ms = SKV_CLERK_RPC_MS,
-		.backoff_min_ms = SKV_BACKOFF_MIN_MS, .backoff_max_ms = SKV_BACKOFF_MAX_MS,
-		.ctx = &x, .prepare = prepare, .next_round = next_round,
-	};
-	int rc;
-	if (kind == CALL_GET) {
-		skv_get_reply r;
-		spec.proc = SKV_GET;
-		spec.xdr_args = (xdrproc_t)xdr_skv_get_args;
-		spec.args = &x.get;
-		spec.xdr_res = (xdrproc_t)xdr_skv_get_reply;
-		spec.res_size = sizeof r;
-		rc = dkv_call_any(c->pool, &x.srv, x.deadline, &spec, &r, NULL);
-		if (rc == DKV_OK) {
-			*out = r.value ? r.value : strdup("");
-			r.value = NULL;
-			if (*out == NULL)
-				rc = DKV_ERR_NOMEM;
+	for (int fresh = 0;; fresh++) {
+		if (kind != CALL_GET) {
+			if (c->session == 0) {
+				shardmaster_clerk_set_timeout(
+					c->smck, x.deadline ? dkv_call_left_ms(x.deadline, ~0u) : 0);
+				int rc = sm_clerk_global_session(c->smck, &c->session);
+				if (rc != DKV_OK) {
+					c->session = 0;
+					return rc;
+				}
+				c->seq = 0;
+			}
+			x.pa.session = c->session;
+			x.pa.seq = ++c->seq;
 		}
-		xdr_free((xdrproc_t)xdr_skv_get_reply, (char *)&r);
-	} else {
-		skv_putappend_reply r;
-		spec.proc = SKV_PUTAPPEND;
-		spec.xdr_args = (xdrproc_t)xdr_skv_putappend_args;
-		spec.args = &x.pa;
-		spec.xdr_res = (xdrproc_t)xdr_skv_putappend_reply;
-		spec.res_size = sizeof r;
-		rc = dkv_call_any(c->pool, &x.srv, x.deadline, &spec, &r, NULL);
-		xdr_free((xdrproc_t)xdr_skv_putappend_reply, (char *)&r);
+		bool maybe = false;
+		int rc = run(c, &x, kind, out, &maybe);
+		if (rc != DKV_ERR_EXPIRED || kind == CALL_GET)
+			return rc;
+		c->session = 0; /* expired: the next Put/Append opens a new one */
+		if (maybe || fresh >= 3)
+			return DKV_ERR_EXPIRED;
 	}
-	keep_hint(&x);
-	return rc;
 }
 
 int shardkv_clerk_get(shardkv_clerk *c, const char *key, char **value)
