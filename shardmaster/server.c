@@ -339,6 +339,11 @@ void shardmaster_server_set_unreliable(shardmaster_server *s, bool on)
 		dkv_rpc_server_set_unreliable(s->rpcs, on);
 }
 
+struct paxosrsm *sm_server_rsm(shardmaster_server *s)
+{
+	return s != NULL ? s->rsm : NULL;
+}
+
 paxos *shardmaster_server_paxos(shardmaster_server *s)
 {
 	return s != NULL && s->rsm != NULL ? paxosrsm_paxos(s->rsm) : NULL;

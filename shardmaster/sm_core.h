@@ -117,4 +117,11 @@ int sm_machine_snapshot(const sm_state *st, void **buf, size_t *len);
 int sm_machine_restore(sm_state *st, const void *buf, size_t len);
 int sm_result_decode(const void *res, size_t len, int *err, uint64_t *id);
 
+/* ------------------------------------------------------------ server.c */
+
+/* sm_server_rsm: the replica's engine, for tests (paxosrsm_get_info).
+ * Borrowed; valid until shardmaster_server_free. */
+struct paxosrsm;
+struct paxosrsm *sm_server_rsm(shardmaster_server *s);
+
 #endif /* DKV_SM_CORE_H */

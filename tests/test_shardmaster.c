@@ -24,6 +24,7 @@
 #include "../shardmaster/sm_core.h"
 #include "../shardmaster/sm_wire.h"
 #include "dkv/paxos.h"
+#include "dkv/paxosrsm.h"
 #include "dkv/shardmaster.h"
 #include "dkv_internal.h"
 #include "sm_prot.h"
@@ -1575,6 +1576,238 @@ static void test_shardmaster_minority_replica_does_not_block_clerks(void **state
 	shardmaster_config_free(cf);
 }
 
+/* ---------------------------------------------------------------- restarts, sessions, failures */
+
+static paxosrsm_role role_of(shardmaster_server *s)
+{
+	paxosrsm_info info;
+	paxosrsm_get_info(sm_server_rsm(s), &info);
+	return info.role;
+}
+
+/* A replica restarted in memory mode (restart) after its peers forgot the log
+ * catches up from a peer's snapshot and serves the latest configuration
+ * through a clerk that knows only it; then another replica dies and the
+ * service goes on (the restarted one votes again). */
+static void test_shardmaster_restarted_replica_catches_up_after_peers_forgot_the_log(void **state)
+{
+	cluster *c = *state;
+	for (int64_t g = 1; g <= 6; g++)
+		join_ok(c->ck, g, ABC, 3);
+	assert_int_equal(shardmaster_clerk_move(c->ck, 0, 2), DKV_OK);
+	leave_ok(c->ck, 3);
+	/* Every replica applies (and is Done with) everything: the peers forget. */
+	for (int r = 0; r < NSM; r++) {
+		shardmaster_config *x = query(c->cka[r], -1);
+		shardmaster_config_free(x);
+	}
+	WAIT_UNTIL(paxos_min(shardmaster_server_paxos(c->sm[1])) > 3 &&
+	               paxos_min(shardmaster_server_paxos(c->sm[2])) > 3,
+	           20000);
+	shardmaster_config *before = query(c->ck, -1);
+
+	shardmaster_server_free(c->sm[0]);
+	dkv_server_opts o = { .restart = true };
+	c->sm[0] = shardmaster_server_start_opts(c->names, NSM, 0, &o);
+	if (c->sm[0] == NULL)
+		fail_msg("restart: %s", strerror(errno));
+	/* A clerk that knows only the restarted replica sees the latest state. */
+	shardmaster_config *got = query(c->cka[0], -1);
+	assert_same_config(got, before);
+	shardmaster_config_free(got);
+	for (int n = 0; n <= before->num; n++) {
+		shardmaster_config *x = query(c->cka[0], n), *y = query(c->cka[1], n);
+		assert_same_config(x, y);
+		shardmaster_config_free(x);
+		shardmaster_config_free(y);
+	}
+	paxosrsm_info info;
+	paxosrsm_get_info(sm_server_rsm(c->sm[0]), &info);
+	assert_true(info.snapshots_restored >= 1);
+
+	/* Another replica dies: replicas 0 (restarted) and 2 are the majority now. */
+	shardmaster_server_kill(c->sm[1]);
+	shardmaster_clerk_set_timeout(c->ck, 30000);
+	join_ok(c->ck, 77, XYZ, 3);
+	shardmaster_config *after = query(c->cka[0], -1);
+	assert_int_equal(after->num, before->num + 1);
+	assert_non_null(group_of(after, 77));
+	shardmaster_config *after2 = query(c->cka[2], -1);
+	assert_same_config(after, after2);
+	shardmaster_config_free(after);
+	shardmaster_config_free(after2);
+	shardmaster_config_free(before);
+	assert_int_equal(role_of(c->sm[0]), PAXOSRSM_VOTING);
+}
+
+/* dir is not supported yet: ENOTSUP, nothing started. */
+static void test_shardmaster_start_opts_with_a_directory_is_not_supported_yet(void **state)
+{
+	(void)state;
+	char name[DKV_NAME_MAX];
+	th_port(name, "sm", "dir", 0);
+	const char *names[] = { name };
+	dkv_server_opts o = { .dir = "/nonexistent-dkv" };
+	errno = 0;
+	assert_null(shardmaster_server_start_opts(names, 1, 0, &o));
+	assert_int_equal(errno, ENOTSUP);
+	shardmaster_server *s = shardmaster_server_start_opts(names, 1, 0, NULL);
+	assert_non_null(s);
+	shardmaster_server_free(s);
+}
+
+static int raw_open(dkv_rpc_pool *pool, const char *name, int kind, uint64_t *id)
+{
+	sm_session_args a = { .kind = kind };
+	sm_session_reply r;
+	memset(&r, 0, sizeof r);
+	int rc = dkv_rpc_call(pool, name, SHARDMASTER_PROG, SHARDMASTER_V1, SM_OPEN_SESSION,
+	                      (xdrproc_t)xdr_sm_session_args, &a, (xdrproc_t)xdr_sm_session_reply,
+	                      &r, 10000);
+	if (rc != DKV_OK)
+		return rc;
+	*id = r.session;
+	rc = r.err;
+	xdr_free((xdrproc_t)xdr_sm_session_reply, (char *)&r);
+	return rc;
+}
+
+typedef struct {
+	const char *name;
+	int n;
+	int errors;
+	uint64_t max_id;
+} opener_arg;
+
+static void *opener(void *p)
+{
+	opener_arg *a = p;
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	for (int i = 0; i < a->n; i++) {
+		uint64_t id = 0;
+		if (raw_open(pool, a->name, SM_SESSION_CLERK, &id) != DKV_OK)
+			a->errors++;
+		else if (id > a->max_id)
+			a->max_id = id;
+	}
+	dkv_rpc_pool_free(pool);
+	return NULL;
+}
+
+/* A clerk session that the log expired (more than PAXOSRSM_SESSIONS_MAX
+ * sessions opened since) is refused with DKV_ERR_EXPIRED — a late retry of
+ * its Join is never applied a second time — and a clerk whose session expired
+ * between two requests goes on transparently with a new one. */
+static void test_shardmaster_expired_session_gets_expired_never_a_duplicate(void **state)
+{
+	cluster *c = *state;
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	uint64_t sess = 0;
+	assert_int_equal(raw_open(pool, c->names[0], SM_SESSION_CLERK, &sess), DKV_OK);
+	assert_true(sess > 0);
+	sm_join_args ja = { .session = sess, .seq = 1, .gid = 5 };
+	ja.servers.servers_len = 3;
+	ja.servers.servers_val = (char **)ABC;
+	sm_reply r;
+	memset(&r, 0, sizeof r);
+	assert_int_equal(dkv_rpc_call(pool, c->names[1], SHARDMASTER_PROG, SHARDMASTER_V1, SM_JOIN,
+	                              (xdrproc_t)xdr_sm_join_args, &ja, (xdrproc_t)xdr_sm_reply, &r, 0),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_OK);
+	/* A retry while the session is alive: the first result, nothing applied. */
+	memset(&r, 0, sizeof r);
+	assert_int_equal(dkv_rpc_call(pool, c->names[2], SHARDMASTER_PROG, SHARDMASTER_V1, SM_JOIN,
+	                              (xdrproc_t)xdr_sm_join_args, &ja, (xdrproc_t)xdr_sm_reply, &r, 0),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_OK);
+	leave_ok(c->ck, 5); /* the clerk's session is opened here */
+	shardmaster_config *mid = query(c->ck, -1);
+	assert_null(group_of(mid, 5));
+
+	/* Expire both: open more sessions than the table holds, from 8 threads. */
+	enum { NT = 8 };
+	pthread_t th[NT];
+	opener_arg args[NT];
+	int per = (int)(PAXOSRSM_SESSIONS_MAX / NT) + 8;
+	for (int i = 0; i < NT; i++) {
+		args[i] = (opener_arg){ .name = c->names[i % NSM], .n = per };
+		assert_int_equal(pthread_create(&th[i], NULL, opener, &args[i]), 0);
+	}
+	int errors = 0;
+	for (int i = 0; i < NT; i++) {
+		pthread_join(th[i], NULL);
+		errors += args[i].errors;
+	}
+	assert_int_equal(errors, 0);
+	paxosrsm_info info;
+	paxosrsm_get_info(sm_server_rsm(c->sm[0]), &info);
+	assert_true(info.sessions <= PAXOSRSM_SESSIONS_MAX);
+
+	/* The late retry of the expired session's Join: EXPIRED, not applied again. */
+	for (int i = 0; i < NSM; i++) {
+		memset(&r, 0, sizeof r);
+		assert_int_equal(dkv_rpc_call(pool, c->names[i], SHARDMASTER_PROG, SHARDMASTER_V1,
+		                              SM_JOIN, (xdrproc_t)xdr_sm_join_args, &ja,
+		                              (xdrproc_t)xdr_sm_reply, &r, 0),
+		                 DKV_OK);
+		assert_int_equal(r.err, DKV_ERR_EXPIRED);
+	}
+	shardmaster_config *now = query(c->ck, -1);
+	assert_int_equal(now->num, mid->num);
+	assert_null(group_of(now, 5));
+	shardmaster_config_free(now);
+
+	/* The clerk's own session expired too: its next Join is refused on the
+	 * first attempt (never applied), so it reopens and succeeds, once. */
+	join_ok(c->ck, 6, XYZ, 3);
+	now = query(c->ck, -1);
+	assert_int_equal(now->num, mid->num + 1);
+	assert_non_null(group_of(now, 6));
+	shardmaster_config_free(now);
+	shardmaster_config_free(mid);
+
+	/* Global ids (shardkv's sessions) increase. */
+	uint64_t a = 0, b = 0;
+	assert_int_equal(raw_open(pool, c->names[0], SM_SESSION_GLOBAL, &a), DKV_OK);
+	assert_int_equal(raw_open(pool, c->names[2], SM_SESSION_GLOBAL, &b), DKV_OK);
+	assert_true(a > 0 && b > a);
+	dkv_rpc_pool_free(pool);
+}
+
+/* An allocation failure while a replica applies an agreed op stops that
+ * replica (it never diverges); the others keep serving and agree. */
+static void test_shardmaster_apply_failure_stops_the_replica(void **state)
+{
+	cluster *c = *state;
+	join_ok(c->ck, 1, ABC, 3);
+	shardmaster_clerk_set_timeout(c->ck, 5000);
+	int stopped = -1;
+	int64_t gid = 100;
+	for (unsigned long n = 1; stopped < 0; n++) {
+		assert_true(n < 5000);
+		dkv_alloc_fail_after(n % 97 + 1);
+		(void)shardmaster_clerk_join(c->ck, gid++, ABC, 3);
+		dkv_alloc_fail_after(0);
+		for (int r = 0; r < NSM; r++)
+			if (role_of(c->sm[r]) == PAXOSRSM_STOPPED)
+				stopped = r;
+	}
+	print_message("replica %d stopped itself\n", stopped);
+	/* The two others serve and agree. */
+	shardmaster_clerk_set_timeout(c->ck, 30000);
+	join_ok(c->ck, 9999, XYZ, 3);
+	int a = (stopped + 1) % NSM, b = (stopped + 2) % NSM;
+	shardmaster_config *x = query(c->cka[a], -1), *y = query(c->cka[b], -1);
+	assert_same_config(x, y);
+	assert_non_null(group_of(x, 9999));
+	shardmaster_config_free(x);
+	shardmaster_config_free(y);
+	/* The stopped one answers nothing. */
+	shardmaster_clerk_set_timeout(c->cka[stopped], 500);
+	shardmaster_config *z = NULL;
+	assert_int_equal(shardmaster_clerk_query(c->cka[stopped], -1, &z), DKV_ERR_TIMEOUT);
+}
+
 /* ================================================================ main */
 
 #define CLUSTER_TEST(f) cmocka_unit_test_setup_teardown(f, cluster_setup, cluster_teardown)
@@ -1609,6 +1842,10 @@ int main(void)
 		CLUSTER_TEST(test_shardmaster_unreliable_replicas_apply_each_request_once),
 		CLUSTER_TEST(test_shardmaster_unreliable_history_matches_the_model),
 		CLUSTER_TEST(test_shardmaster_kill_is_idempotent_and_others_keep_serving),
+		CLUSTER_TEST(test_shardmaster_restarted_replica_catches_up_after_peers_forgot_the_log),
+		cmocka_unit_test(test_shardmaster_start_opts_with_a_directory_is_not_supported_yet),
+		CLUSTER_TEST(test_shardmaster_expired_session_gets_expired_never_a_duplicate),
+		CLUSTER_TEST(test_shardmaster_apply_failure_stops_the_replica),
 		cmocka_unit_test_setup_teardown(test_shardmaster_minority_replica_does_not_block_clerks,
 		                                pcluster_setup, pcluster_teardown),
 	};
