@@ -201,11 +201,21 @@ void px_hdr_fill_locked(paxos *px, px_hdr *h, int to, int *dv, uint64_t *di)
 	h->dones.dones_len = (u_int)px->npeers;
 	h->dincs.dincs_val = di;
 	h->dincs.dincs_len = (u_int)px->npeers;
+	h->leading = px->lead_n != 0;
+}
+
+static void note_leading_locked(paxos *px, int from, bool leading)
+{
+	if (leading)
+		px->hint = from;
+	else if (px->hint == from)
+		px->hint = -1;
 }
 
 void px_rhdr_note_locked(paxos *px, int from, const px_rhdr *h)
 {
 	px_note_inc_locked(px, from, h->inc);
+	note_leading_locked(px, from, h->leading);
 	if (h->dincs.dincs_len == h->dones.dones_len)
 		px_note_dones_locked(px, h->dones.dones_val, h->dincs.dincs_val, h->dones.dones_len);
 }
@@ -214,6 +224,7 @@ void px_rhdr_note_locked(paxos *px, int from, const px_rhdr *h)
 static void rhdr_fill_locked(paxos *px, px_rhdr *h)
 {
 	h->inc = px->inc;
+	h->leading = px->lead_n != 0;
 	h->dones.dones_val = malloc((size_t)px->npeers * sizeof *h->dones.dones_val);
 	h->dincs.dincs_val = malloc((size_t)px->npeers * sizeof *h->dincs.dincs_val);
 	if (!h->dones.dones_val || !h->dincs.dincs_val) {
@@ -236,6 +247,7 @@ static void hdr_note_locked(paxos *px, const px_hdr *h)
 {
 	if (h->from < 0 || h->from >= px->npeers || h->from == px->me) return;
 	px_note_inc_locked(px, h->from, h->from_inc);
+	note_leading_locked(px, h->from, h->leading);
 	if (h->dincs.dincs_len == h->dones.dones_len)
 		px_note_dones_locked(px, h->dones.dones_val, h->dincs.dincs_val, h->dones.dones_len);
 	if (h->to_inc != 0 && h->to_inc != px->inc && px->voting && !px->rejoined && !px->dead) {
@@ -426,8 +438,8 @@ static void handle_info(void *inst, void *argp, void *resp)
  * acceptor's latest range promise went to us (a lease, or its renewal). */
 static bool lease_holder_locked(paxos *px)
 {
-	return px->floor_n != 0 && (int)(px->floor_n & ((1u << PX_ROUND_SHIFT) - 1)) == px->me &&
-	       px->voting;
+	return px->voting && (px->lead_n != 0 || (px->floor_n != 0 &&
+	                      (int)(px->floor_n & ((1u << PX_ROUND_SHIFT) - 1)) == px->me));
 }
 
 static void handle_forward(void *inst, void *argp, void *resp)
@@ -578,6 +590,7 @@ static void *rejoin_main(void *arg)
 			memset(&a, 0, sizeof a);
 			memset(&r, 0, sizeof r);
 			px_hdr_fill_locked(px, &a.h, p, dv, di);
+			px->rejoin_asks++;
 			pthread_mutex_unlock(&px->mu);
 			int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_INFO,
 			                      (xdrproc_t)xdr_px_info_args, &a, (xdrproc_t)xdr_px_info_reply,
@@ -722,6 +735,7 @@ static paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_
 	px->max_seq = -1;
 	px->min_seq = 0;
 	px->floor_seq = INT_MAX;
+	px->hint = -1;
 	px->hook = hook;
 	px->hook_ctx = hook_ctx;
 	dkv_rng_seed(&px->rng, dkv_random_seed());
@@ -1006,6 +1020,14 @@ unsigned long px_novote_count(paxos *px, bool sent)
 {
 	pthread_mutex_lock(&px->mu);
 	unsigned long n = sent ? px->novote_sent : px->novote_seen;
+	pthread_mutex_unlock(&px->mu);
+	return n;
+}
+
+unsigned long px_rejoin_asks(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	unsigned long n = px->rejoin_asks;
 	pthread_mutex_unlock(&px->mu);
 	return n;
 }

@@ -145,6 +145,7 @@ struct paxos {
 	dkv_rng rng;
 	uint64_t lead_t0;     /* when the lease's range prepare began (ms) */
 	uint64_t fwd_bad_n;   /* a forward to the holder of floor_n was refused */
+	int hint;             /* the last peer that said it leads (headers), -1 */
 
 	/* Incarnations and restarts (paxos.c "Restarts"). */
 	uint64_t inc;         /* ours: nonzero, random at every start */
@@ -161,6 +162,7 @@ struct paxos {
 	unsigned long novote_seen;  /* NOVOTE replies received by our proposers */
 	unsigned long forwards_taken; /* FORWARDs we took as lease holder */
 	unsigned long forwards_sent;  /* FORWARDs our proposers sent */
+	unsigned long rejoin_asks;    /* INFO calls made by the rejoin */
 
 	/* Immutable after paxos_make. */
 	int npeers, me;
@@ -190,6 +192,8 @@ uint64_t px_incarnation(paxos *px);
 int px_vote_floor(paxos *px);
 /* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
 unsigned long px_novote_count(paxos *px, bool sent);
+/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
+unsigned long px_rejoin_asks(paxos *px);
 
 /* With px->mu held: */
 /* may this peer vote (promise, accept) at seq? */

@@ -388,8 +388,14 @@ static bool forward_locked(paxos *px, px_prop *pr)
 {
 	const uint64_t mask = (1u << PX_ROUND_SHIFT) - 1;
 	uint64_t fn = px->floor_n;
-	if (!fn || px->lead_n || fn == px->fwd_bad_n || px->npeers == 1) return false;
-	int to = (int)(fn & mask);
+	if (px->lead_n || px->npeers == 1) return false;
+	/* the holder: the last peer whose messages said it leads, else the one
+	 * our acceptor last gave a range promise to */
+	int to = px->hint;
+	if (to < 0 || to == px->me) {
+		if (!fn || fn == px->fwd_bad_n) return false;
+		to = (int)(fn & mask);
+	}
 	if (to == px->me || to >= px->npeers) return false;
 	px_forward_args a;
 	px_forward_reply r;
@@ -414,6 +420,7 @@ static bool forward_locked(paxos *px, px_prop *pr)
 	}
 	if (!taken) {
 		px->fwd_bad_n = fn;
+		if (px->hint == to) px->hint = -1;
 		return false;
 	}
 	uint64_t until = dkv_now_ms() + PX_FORWARD_WAIT_MS;
@@ -424,6 +431,7 @@ static bool forward_locked(paxos *px, px_prop *pr)
 		if (!dkv_cond_wait_until(&px->cv, &px->mu, until)) break;
 	}
 	px->fwd_bad_n = fn; /* too slow: propose ourselves, and next time too */
+	if (px->hint == to) px->hint = -1;
 	return false;
 }
 
@@ -450,8 +458,13 @@ static void propose_locked(paxos *px, px_prop *pr, int *order)
 		}
 		if (in->n_seen < px->round_floor) in->n_seen = px->round_floor; /* R3 */
 		bool fast = !tried_fast && lease_covers_locked(px, in);
+		/* range rounds at the tip, or to renew our own expired lease (our
+		 * acceptor's latest range promise is ours); not elsewhere, so that
+		 * forwarders falling back do not steal the range from each other */
+		bool own_range = px->floor_n &&
+		                 (int)(px->floor_n & ((1u << PX_ROUND_SHIFT) - 1)) == px->me;
 		bool range = !fast && pr->seq > px->dones[px->me] &&
-		             (pr->seq >= px->max_seq || px->lead_n == 0);
+		             (pr->seq >= px->max_seq || (own_range && px->lead_n == 0));
 		uint64_t n = fast ? px->lead_n : px_next_number(in, px->me);
 		uint64_t t0 = dkv_now_ms();
 		pr->deadline = (fast ? px->lead_t0 : t0) + PX_ROUND_MAX_MS;
