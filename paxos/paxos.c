@@ -691,9 +691,6 @@ static void px_release(paxos *px)
 	free(px);
 }
 
-static paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
-                              px_decide_hook hook, void *hook_ctx, bool restart);
-
 paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                px_decide_hook hook, void *hook_ctx)
 {
