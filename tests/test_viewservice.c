@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -1058,6 +1060,200 @@ static void test_viewservice_constructors_survive_allocation_failure_at_every_st
 	assert_true(started);
 }
 
+/* ------------------------------------------------------------ the data directory */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* A fresh per-test temporary directory (removed by rm_tree). */
+static char *tmp_tree(char *buf, size_t len)
+{
+	snprintf(buf, len, "/tmp/dkv-vstest-XXXXXX");
+	assert_non_null(mkdtemp(buf));
+	return buf;
+}
+
+static void rm_tree(const char *path)
+{
+	(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void assert_peek(viewservice_server *vs, unsigned n, const char *p, const char *b,
+                        bool acked)
+{
+	viewservice_view v;
+	bool a;
+	viewservice_server_peek(vs, &v, &a);
+	assert_int_equal(v.viewnum, n);
+	assert_string_equal(v.primary, p);
+	assert_string_equal(v.backup, b);
+	assert_int_equal(a, acked);
+}
+
+/* Started again on its directory (fsync'ed or not), the service resumes at exactly
+ * the view it had handed out and whether it was acknowledged; restart detection of
+ * the restored primary works across the restart. */
+static void test_viewservice_resumes_at_the_exact_view_from_its_directory(void **state)
+{
+	(void)state;
+	char root[64], dir[128];
+	tmp_tree(root, sizeof root);
+	snprintf(dir, sizeof dir, "%s/vs", root); /* created by the start */
+	char vsh[DKV_NAME_MAX], n1[DKV_NAME_MAX], n2[DKV_NAME_MAX];
+	th_port(vsh, "viewserver", "dirv", 0);
+	th_port(n1, "viewserver", "dir1", 0);
+	th_port(n2, "viewserver", "dir2", 0);
+	for (int no_fsync = 0; no_fsync <= 1; no_fsync++) {
+		rm_tree(dir);
+		dkv_server_opts o = {.dir = dir, .no_fsync = no_fsync};
+		viewservice_server *vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		viewservice_clerk *ck1 = viewservice_clerk_new(n1, vsh);
+		viewservice_clerk *ck2 = viewservice_clerk_new(n2, vsh);
+		ping(ck1, 0);
+		ping(ck1, 1);
+		viewservice_view v = ping(ck2, 0);
+		assert_int_equal(v.viewnum, 2);
+		assert_peek(vs, 2, n1, n2, false); /* revealed, not acknowledged: on disk */
+		viewservice_server_free(vs);
+		vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		assert_peek(vs, 2, n1, n2, false);
+		ping(ck2, 2);
+		ping(ck1, 2);
+		assert_peek(vs, 2, n1, n2, true);
+		viewservice_server_free(vs);
+
+		/* restart flag with a directory that holds state: the directory wins */
+		o.restart = true;
+		vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		assert_peek(vs, 2, n1, n2, true);
+		assert_view(ck1, n1, n2, 2);
+		/* n1 restarted while the service was down: its Ping(0) is a restart */
+		v = ping(ck1, 0);
+		assert_int_equal(v.viewnum, 3);
+		assert_string_equal(v.primary, n2);
+		assert_string_equal(v.backup, n1);
+		viewservice_server_free(vs);
+		vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		assert_peek(vs, 3, n2, n1, false);
+		viewservice_server_free(vs);
+		viewservice_clerk_free(ck1);
+		viewservice_clerk_free(ck2);
+	}
+	rm_tree(root);
+}
+
+/* A directory that cannot be used: NULL and errno — EBUSY (in use, released by
+ * kill), EINVAL (another server's, or not dkv's), EIO (damaged state), ENOTDIR. */
+static void test_viewservice_refuses_a_directory_it_cannot_use(void **state)
+{
+	(void)state;
+	char root[64], dir[128], path[256];
+	tmp_tree(root, sizeof root);
+	snprintf(dir, sizeof dir, "%s/vs", root);
+	char vsh[DKV_NAME_MAX], vsh2[DKV_NAME_MAX], n1[DKV_NAME_MAX];
+	th_port(vsh, "viewserver", "badv", 0);
+	th_port(vsh2, "viewserver", "badw", 0);
+	th_port(n1, "viewserver", "bad1", 0);
+	dkv_server_opts o = {.dir = dir};
+	viewservice_server *vs = viewservice_server_start_opts(vsh, &o);
+	assert_non_null(vs);
+	viewservice_clerk *ck = viewservice_clerk_new(n1, vsh);
+	ping(ck, 0);
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o));
+	assert_int_equal(errno, EBUSY);
+	viewservice_server_kill(vs); /* releases the directory */
+	viewservice_server *vs2 = viewservice_server_start_opts(vsh, &o);
+	assert_non_null(vs2);
+	assert_peek(vs2, 1, n1, "", false);
+	viewservice_server_free(vs2);
+	viewservice_server_free(vs);
+
+	/* another server's directory */
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh2, &o));
+	assert_int_equal(errno, EINVAL);
+
+	/* damaged state: one byte flipped */
+	snprintf(path, sizeof path, "%s/STATE", dir);
+	FILE *f = fopen(path, "r+b");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 20, SEEK_SET), 0);
+	int c = fgetc(f);
+	assert_int_equal(fseek(f, 20, SEEK_SET), 0);
+	fputc(c ^ 0x40, f);
+	fclose(f);
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o));
+	assert_int_equal(errno, EIO);
+
+	/* not a dkv directory; a file where the directory should be */
+	char other[128];
+	snprintf(other, sizeof other, "%s/other", root);
+	assert_int_equal(mkdir(other, 0700), 0);
+	snprintf(path, sizeof path, "%s/notes.txt", other);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	dkv_server_opts o2 = {.dir = other};
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o2));
+	assert_int_equal(errno, EINVAL);
+	dkv_server_opts o3 = {.dir = path};
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o3));
+	assert_int_equal(errno, ENOTDIR);
+	viewservice_clerk_free(ck);
+	rm_tree(root);
+}
+
+/* Restarted without its state (restart, no directory; or a fresh directory), the
+ * service hands out no view to pings without a report, however long; a fresh
+ * directory records that, so a later start on it without the flag still knows. */
+static void test_viewservice_restarted_without_state_hands_out_no_view(void **state)
+{
+	(void)state;
+	char root[64], dir[128];
+	tmp_tree(root, sizeof root);
+	snprintf(dir, sizeof dir, "%s/vs", root);
+	char vsh[DKV_NAME_MAX], n1[DKV_NAME_MAX], n2[DKV_NAME_MAX];
+	th_port(vsh, "viewserver", "lostv", 0);
+	th_port(n1, "viewserver", "lost1", 0);
+	th_port(n2, "viewserver", "lost2", 0);
+	dkv_server_opts mem = {.restart = true};
+	dkv_server_opts disk = {.dir = dir, .restart = true};
+	dkv_server_opts disk_plain = {.dir = dir};
+	const dkv_server_opts *starts[] = {&mem, &disk, &disk_plain};
+	for (int k = 0; k < 3; k++) {
+		viewservice_server *vs = viewservice_server_start_opts(vsh, starts[k]);
+		assert_non_null(vs);
+		viewservice_clerk *ck1 = viewservice_clerk_new(n1, vsh);
+		viewservice_clerk *ck2 = viewservice_clerk_new(n2, vsh);
+		for (int i = 0; i < 2 * DP; i++) {
+			viewservice_view v = ping(ck1, 0);
+			assert_int_equal(v.viewnum, 0);
+			v = ping(ck2, 0);
+			assert_int_equal(v.viewnum, 0);
+			th_sleep_ms(PI / 2);
+		}
+		assert_view(ck1, "", "", 0);
+		assert_peek(vs, 0, "", "", false);
+		viewservice_clerk_free(ck1);
+		viewservice_clerk_free(ck2);
+		viewservice_server_free(vs);
+	}
+	rm_tree(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1083,6 +1279,9 @@ int main(void)
 		cmocka_unit_test(test_viewservice_clerk_calls_to_a_dead_server_return_net_error_and_empty_view),
 		cmocka_unit_test(test_viewservice_rejects_bad_names_and_short_buffers),
 		cmocka_unit_test(test_viewservice_constructors_survive_allocation_failure_at_every_step),
+		cmocka_unit_test(test_viewservice_resumes_at_the_exact_view_from_its_directory),
+		cmocka_unit_test(test_viewservice_refuses_a_directory_it_cannot_use),
+		cmocka_unit_test(test_viewservice_restarted_without_state_hands_out_no_view),
 	};
 	return th_run_suite("viewservice", tests);
 }
