@@ -89,6 +89,8 @@ typedef struct {
 	char peers[MAXG][LIST_MAX];
 } cluster;
 
+static cluster *g_cur; /* the running test's cluster, for diagnostics in the asserts */
+
 static void log_line(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(const char *path, const char *fmt, ...)
 {
@@ -207,10 +209,14 @@ static void report_dead(cluster *c)
 		}
 }
 
-static cluster *cluster_alloc(bool kv, int ngroups, int nrep, bool unreliable, bool use_dir)
+/* cluster_alloc: the cluster goes into *state at once, so teardown frees a half-made one. */
+static cluster *cluster_alloc(void **state, bool kv, int ngroups, int nrep, bool unreliable,
+                              bool use_dir)
 {
 	cluster *c = calloc(1, sizeof *c);
 	assert_non_null(c);
+	*state = c;
+	g_cur = c;
 	c->kv = kv;
 	c->unreliable = unreliable;
 	c->ngroups = ngroups;
@@ -241,9 +247,9 @@ static cluster *cluster_alloc(bool kv, int ngroups, int nrep, bool unreliable, b
 }
 
 /* The lab's setup(tag, ngroups, nreplicas, unreliable) for diskv. */
-static cluster *cluster_new(int ngroups, int nrep, bool unreliable)
+static cluster *cluster_new(void **state, int ngroups, int nrep, bool unreliable)
 {
-	cluster *c = cluster_alloc(false, ngroups, nrep, unreliable, true);
+	cluster *c = cluster_alloc(state, false, ngroups, nrep, unreliable, true);
 	c->smlist[0] = '\0';
 	for (int i = 0; i < NSM; i++) {
 		snprintf(c->mnames[i], sizeof c->mnames[i], "%.200s/m-%d", c->data, i);
@@ -369,6 +375,7 @@ static void cluster_free(cluster *c)
 	else if (tp_rmrf(c->base) != 0)
 		fprintf(stderr, "diskv: rm -rf %s: %s\n", c->base, strerror(errno));
 	free(c);
+	g_cur = NULL;
 }
 
 static int cluster_teardown(void **state)
@@ -418,7 +425,6 @@ static shardkv_clerk *new_clerk(cluster *c)
 	return ck;
 }
 
-static cluster *g_cur; /* the running test's cluster, for diagnostics in the asserts */
 
 static void call_failed(const char *file, int line, const char *what, const char *key, int rc)
 {
@@ -552,9 +558,7 @@ static void check_then_rewrite(shardkv_clerk *ck, keyset *ks)
 }
 
 #define SETUP(state, ng, nr, unrel)                                                               \
-	cluster *c = cluster_new((ng), (nr), (unrel));                                            \
-	*(state) = c;                                                                             \
-	g_cur = c
+	cluster *c = cluster_new((state), (ng), (nr), (unrel))
 
 /* Test4Basic: "Basic Join/Leave (lab4)". */
 static void test_diskv_lab4_basic_join_leave(void **state)
@@ -1369,9 +1373,9 @@ static void test_diskv_replica_paxos_resumes_correctly_after_disk_loss(void **st
 
 /* ================================================================ our own: kvpaxos daemons */
 
-static cluster *kv_cluster_new(bool use_dir)
+static cluster *kv_cluster_new(void **state, bool use_dir)
 {
-	cluster *c = cluster_alloc(true, 1, 3, false, use_dir);
+	cluster *c = cluster_alloc(state, true, 1, 3, false, use_dir);
 	for (int j = 0; j < 3; j++)
 		start_replica(c, 0, j);
 	for (int j = 0; j < 3; j++)
@@ -1446,9 +1450,7 @@ static int dkvctl(char *out, size_t len, ...)
  */
 static void test_diskv_kvpaxos_replica_restarted_in_memory_mode_serves_what_it_had(void **state)
 {
-	cluster *c = kv_cluster_new(false);
-	*state = c;
-	g_cur = c;
+	cluster *c = kv_cluster_new(state, false);
 	char P[LIST_MAX], Q[LIST_MAX], out[4096];
 	snprintf(P, sizeof P, "%s", c->peers[0]);
 	snprintf(Q, sizeof Q, "%s,%s,%s", c->r[0][1].addr, c->r[0][2].addr, c->r[0][0].addr);
@@ -1538,9 +1540,7 @@ static void check_writer_log(const kv_writer *w, const char *v)
  */
 static void test_diskv_kvpaxos_whole_group_sigkilled_keeps_every_acknowledged_write(void **state)
 {
-	cluster *c = kv_cluster_new(true);
-	*state = c;
-	g_cur = c;
+	cluster *c = kv_cluster_new(state, true);
 	kvpaxos_clerk *ck = kv_clerk(c->gptrs[0], 3);
 	kv_put(ck, "before", "kept");
 	enum { NW = 3 };
@@ -1626,9 +1626,7 @@ static int run_dkvd(char *out, size_t len, char *const *args)
  */
 static void test_diskv_dkvd_refuses_unusable_directories_naming_them(void **state)
 {
-	cluster *c = kv_cluster_new(true);
-	*state = c;
-	g_cur = c;
+	cluster *c = kv_cluster_new(state, true);
 	static char out[16384];
 	char *pb[] = { "pbservice", "--listen", c->r[0][0].addr, "--vs", "/nonexistent/vs", "--dir",
 		       c->r[0][0].dir, NULL };
