@@ -24,6 +24,7 @@
  * applier thread, handlers take it to read. No lock across paxosrsm or an RPC.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,11 +33,14 @@
 #include "dkv_internal.h"
 #include "sm_core.h"
 #include "sm_wire.h"
+#include "status.h"
 
 struct shardmaster_server {
 	/* Set at start, then read-only. */
 	dkv_rpc_server *rpcs;   /* our endpoint: shard-master program + Paxos */
 	paxosrsm *rsm;
+	dkv_status_reg *status; /* the status program on rpcs */
+	int me;
 
 	pthread_mutex_t mu;     /* guards every field below */
 	sm_state st;            /* the replicated state (history, id counter) */
@@ -250,6 +254,21 @@ shardmaster_server *shardmaster_server_start(const char *const *servers, int n, 
 /* Restart in memory mode (opts->restart): paxosrsm rejoins without voting and
  * catches up from the peers' snapshot. A data directory is not supported yet
  * (the durability work): ENOTSUP. */
+/* sm_status_fill: what `dkvctl status` shows (the status program's callback). */
+static void sm_status_fill(void *ctx, dkv_status *st)
+{
+	shardmaster_server *s = ctx;
+	paxosrsm_info in;
+	paxosrsm_get_info(s->rsm, &in); /* before s->mu: the engine takes its own lock */
+	dkv_status_set_rsm(st, &in);
+	snprintf(st->service, sizeof st->service, "shardmaster");
+	st->me = s->me;
+	pthread_mutex_lock(&s->mu);
+	snprintf(st->detail, sizeof st->detail, "latest config %d (%d kept)",
+	         s->st.nconfigs > 0 ? s->st.configs[s->st.nconfigs - 1].num : -1, s->st.nconfigs);
+	pthread_mutex_unlock(&s->mu);
+}
+
 shardmaster_server *shardmaster_server_start_opts(const char *const *servers, int n, int me,
                                                   const dkv_server_opts *opts)
 {
@@ -293,6 +312,9 @@ shardmaster_server *shardmaster_server_start_opts(const char *const *servers, in
 		errno = rc == DKV_ERR_NOMEM ? ENOMEM : EINVAL;
 		goto fail;
 	}
+	s->me = me;
+	if ((s->status = dkv_status_register(s->rpcs, sm_status_fill, s)) == NULL)
+		goto fail;
 	DKV_DEBUG("shardmaster %d/%d: serving at %s", me, n, servers[me]);
 	return s;
 fail:
@@ -326,6 +348,7 @@ void shardmaster_server_free(shardmaster_server *s)
 	if (s == NULL)
 		return;
 	shardmaster_server_kill(s);
+	dkv_status_unregister(s->status);
 	paxosrsm_free(s->rsm);
 	dkv_rpc_server_free(s->rpcs);
 	sm_state_destroy(&s->st);
