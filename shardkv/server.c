@@ -21,10 +21,12 @@
  * paxosrsm (waiting handlers return KILLED), kill the listener, join the poller.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "skv_internal.h"
+#include "status.h"
 
 /* ---------------------------------------------------------------- client RPCs */
 
@@ -161,9 +163,42 @@ static bool names_ok(const char *const *names, int n)
 	return true;
 }
 
+/* skv_status_fill: what `dkvctl status` shows (the status program's callback):
+ * the engine's view (role, log, snapshot) and the shards this replica holds. */
+static void skv_status_fill(void *ctx, dkv_status *st)
+{
+	shardkv_server *s = ctx;
+	paxosrsm_info in;
+	paxosrsm_get_info(s->rsm, &in); /* before s->mu: the engine takes its own lock */
+	dkv_status_set_rsm(st, &in);
+	snprintf(st->service, sizeof st->service, "shardkv");
+	st->gid = s->gid;
+	st->me = s->me;
+	pthread_mutex_lock(&s->mu);
+	char shards[64] = "";
+	int serving = 0, pulling = 0;
+	int64_t keys = 0, bytes = 0;
+	for (int i = 0; i < SHARDMASTER_NSHARDS; i++) {
+		if (s->st.state[i] == SKV_SHARD_SERVING && s->st.shards[i] != NULL) {
+			size_t l = strlen(shards);
+			snprintf(shards + l, sizeof shards - l, "%s%d", serving++ ? " " : "", i);
+			keys += (int64_t)s->st.shards[i]->nkeys;
+			bytes += (int64_t)skv_shard_bytes(s->st.shards[i]);
+		}
+		pulling += s->st.state[i] == SKV_SHARD_PULLING;
+	}
+	st->keys = keys;
+	st->bytes = bytes;
+	st->sessions = (int64_t)skv_sessions_held(&s->st);
+	snprintf(st->detail, sizeof st->detail, "config %d, serving shards [%s]%s", s->st.cfg.num,
+	         shards, pulling ? ", pulling some" : "");
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Release everything but the kill machinery; every thread is gone. */
 static void release(shardkv_server *s)
 {
+	dkv_status_unregister(s->status);
 	paxosrsm_free(s->rsm);
 	dkv_rpc_server_free(s->srv);
 	dkv_rpc_pool_free(s->pool);
@@ -240,6 +275,10 @@ shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardm
 	if (dkv_rpc_server_add(s->srv, SKV_PROG, SKV_VERS, skv_procs,
 	                       sizeof skv_procs / sizeof skv_procs[0], s) != DKV_OK) {
 		err = EINVAL;
+		goto fail;
+	}
+	if ((s->status = dkv_status_register(s->srv, skv_status_fill, s)) == NULL) {
+		err = errno;
 		goto fail;
 	}
 	err = pthread_create(&s->poller, NULL, skv_poller_main, s);

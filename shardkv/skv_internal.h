@@ -156,6 +156,7 @@ struct shardkv_server {
 	char name[DKV_NAME_MAX];
 	dkv_rpc_server *srv;
 	paxosrsm *rsm;
+	struct dkv_status_reg *status; /* the status program on srv */
 	dkv_rpc_pool *pool;          /* migration RPCs to other groups */
 	shardmaster_clerk *smck;     /* used by the poller thread only */
 	pthread_t poller;
