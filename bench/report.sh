@@ -137,7 +137,7 @@ else
 			echo "set ylabel 'microseconds'"
 			echo "set logscale y 10"
 			echo "set yrange [*:*]"
-			echo "set key top left font ',9'"
+			echo "set key bottom right opaque font ',9'"
 			printf "plot "
 			sep=""
 			i=1
