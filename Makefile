@@ -243,9 +243,8 @@ fuzz-deps:
 	@fuzz/ensure-clang.sh $(FUZZ_CC)
 fuzz-build: deps fuzz-deps
 	@$(MAKE) --no-print-directory $(GEN_H) $(FUZZ_BINS)
-FUZZ_MALLOC_MB ?= 4200
 fuzz: fuzz-build
-	@FUZZ_MALLOC_MB=$(FUZZ_MALLOC_MB) fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_DIR) $(FUZZ_TARGETS)
+	@fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_DIR) $(FUZZ_TARGETS)
 
 $(FUZZ_DIR)/fuzz_log $(FUZZ_DIR)/fuzz_snap: $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB_SRCS) src/storage.h tests/lib/simdisk.h
 	@mkdir -p $(dir $@)

@@ -6,13 +6,6 @@
 # under build/fuzz/crashes/; once fixed, copy it to tests/fuzz-corpus/T/.
 set -u
 secs=$1; bindir=$2; shift 2
-# libtirpc's xdr_string/xdr_bytes/xdr_array allocate the length a message
-# declares before reading the bytes: an unbounded string<> or array<> in a .x
-# file lets 5-12 bytes ask for a calloc of up to 4 GiB (untouched, so little
-# RSS). That is a known finding (inputs under tests/fuzz-corpus/xdr_*/found-oom-*);
-# FUZZ_MALLOC_MB above 4096 lets the fuzzer go on past it, while
-# -rss_limit_mb still catches memory really used. FUZZ_MALLOC_MB=2048 shows them.
-malloc_mb=${FUZZ_MALLOC_MB:-4200}
 mkdir -p build/fuzz/crashes
 failed=""
 for t in "$@"; do
@@ -22,7 +15,7 @@ for t in "$@"; do
 	[ -d "tests/fuzz-corpus/$t" ] && extra="tests/fuzz-corpus/$t"
 	log=build/fuzz/$t.log
 	# shellcheck disable=SC2086
-	"$bindir/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb="$malloc_mb" -max_len=8192 \
+	"$bindir/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
 		-artifact_prefix="build/fuzz/crashes/$t-" -print_final_stats=1 "$corpus" $extra >"$log" 2>&1
 	rc=$?
 	runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")

@@ -909,6 +909,44 @@ static void dir_no_fsync(void **state)
 	simdisk_free(sd);
 }
 
+/* dkv_dir_open_server: memory mode gives no directory; no_fsync reaches the
+ * directory; the default fs (the test hook) is used. */
+static void dir_open_server_opts(void **state)
+{
+	(void)state;
+	dkv_dir *d = (dkv_dir *)1;
+	assert_int_equal(dkv_dir_open_server(NULL, ID, &d), 0);
+	assert_null(d);
+	dkv_server_opts o = { 0 };
+	o.no_fsync = true;
+	assert_int_equal(dkv_dir_open_server(&o, ID, &d), 0);
+	assert_null(d);
+	o.dir = "";
+	assert_int_equal(dkv_dir_open_server(&o, ID, &d), 0);
+	assert_null(d);
+	simdisk *sd = simdisk_new(th_seed());
+	dkv_fs_set_default(simdisk_fs(sd));
+	assert_ptr_equal(dkv_fs_get_default(), simdisk_fs(sd));
+	o.dir = "/srv";
+	assert_int_equal(dkv_dir_open_server(&o, ID, &d), 0);
+	assert_non_null(d);
+	assert_true(dkv_dir_no_fsync(d));
+	assert_true(dkv_dir_fresh(d));
+	assert_string_equal(dkv_dir_path(d), "/srv");
+	dkv_dir_close(d);
+	simdisk_stats st;
+	simdisk_get_stats(sd, &st);
+	assert_int_equal(st.fdatasyncs, 0);
+	o.no_fsync = false;
+	assert_int_equal(dkv_dir_open_server(&o, ID, &d), 0);
+	assert_false(dkv_dir_fresh(d));
+	assert_false(dkv_dir_no_fsync(d));
+	dkv_dir_close(d);
+	dkv_fs_set_default(NULL);
+	assert_ptr_equal(dkv_fs_get_default(), dkv_fs_posix());
+	simdisk_free(sd);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 static void errors_sticky(void **state)
@@ -1342,6 +1380,7 @@ int main(void)
 		cmocka_unit_test(dir_tmp_cleanup_and_modes),
 		cmocka_unit_test(dir_unreadable_eacces),
 		cmocka_unit_test(dir_no_fsync),
+		cmocka_unit_test(dir_open_server_opts),
 		cmocka_unit_test(errors_sticky),
 		cmocka_unit_test(powercut_every_boundary),
 		cmocka_unit_test(powercut_fsync_noop_must_fail),
