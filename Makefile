@@ -235,3 +235,46 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------- fuzzing
+# make fuzz [FUZZ_SECONDS=N]: build the libFuzzer targets with clang (installed
+# by fuzz/ensure-clang.sh when missing) and run each N seconds: the log reader,
+# the snapshot reader, and every XDR type of every .x file (one target per .x,
+# found by XFILES: new .x files are picked up). Inputs that crashed, once fixed,
+# go to tests/fuzz-corpus/<target>/ (replayed by tests/test_storage.c).
+FUZZ_SECONDS ?= 30
+FUZZ_CC ?= clang
+FUZZ_DIR := build/fuzz
+FUZZ_SAN := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -g -O1 -fno-omit-frame-pointer -w \
+               -Iinclude -Isrc -Itests/lib -Ifuzz -I$(BUILD)/gen $(TIRPC_INC)
+FUZZ_LIB_SRCS := src/storage.c src/crc32c.c src/util.c tests/lib/simdisk.c
+FUZZ_XBASES := $(basename $(notdir $(XFILES)))
+FUZZ_TARGETS := log snap $(addprefix xdr_,$(FUZZ_XBASES))
+FUZZ_BINS := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
+
+.PHONY: fuzz fuzz-build fuzz-deps
+fuzz-deps:
+	@fuzz/ensure-clang.sh $(FUZZ_CC)
+fuzz-build: deps fuzz-deps
+	@$(MAKE) --no-print-directory $(GEN_H) $(FUZZ_BINS)
+fuzz: fuzz-build
+	@fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_DIR) $(FUZZ_TARGETS)
+
+$(FUZZ_DIR)/fuzz_log $(FUZZ_DIR)/fuzz_snap: $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB_SRCS) src/storage.h tests/lib/simdisk.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -o $@ $(filter %.c,$^) -ltirpc -lpthread
+
+$(FUZZ_DIR)/gen/fuzz_xdr_%.c: %.x fuzz/xdr-types.sh
+	@mkdir -p $(dir $@)
+	fuzz/xdr-types.sh target $< > $@
+
+$(FUZZ_DIR)/fuzz_xdr_%: $(FUZZ_DIR)/gen/fuzz_xdr_%.c $(BUILD)/gen/%_xdr.c fuzz/fuzz_xdr.h | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -o $@ $(filter %.c,$^) -ltirpc -lpthread
+
+# The regression replay in test_storage includes the tables of every .x file.
+$(BUILD)/gen/fuzz_xdr_tables.c: $(XFILES) fuzz/xdr-types.sh
+	@mkdir -p $(dir $@)
+	fuzz/xdr-types.sh tables $(XFILES) > $@
+$(BUILD)/obj/tests/test_storage.o: $(BUILD)/gen/fuzz_xdr_tables.c

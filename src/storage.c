@@ -750,6 +750,15 @@ fail:
 	return rc;
 }
 
+int dkv_dir_open_server(const struct dkv_server_opts *opts, const char *identity, dkv_dir **out)
+{
+	*out = NULL;
+	if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0')
+		return 0;
+	dkv_dir_opts o = { .fs = NULL, .no_fsync = opts->no_fsync };
+	return dkv_dir_open(opts->dir, identity, &o, out);
+}
+
 void dkv_dir_close(dkv_dir *d)
 {
 	if (d == NULL)

@@ -151,6 +151,17 @@ typedef struct {
  */
 int dkv_dir_open(const char *path, const char *identity, const dkv_dir_opts *opts, dkv_dir **out);
 
+/*
+ * dkv_dir_open_server: the directory of a replica started with `opts`
+ * (dkv_server_opts, dkv/common.h): opts NULL, or dir NULL or "" = memory only:
+ * returns 0 with *out = NULL. Otherwise dkv_dir_open(opts->dir, identity,
+ * {fs = the default, no_fsync = opts->no_fsync}). no_fsync without a dir means
+ * nothing. `restart` is the caller's business (with a fresh directory, or
+ * memory only, a restarted replica must rejoin without voting).
+ */
+struct dkv_server_opts;
+int dkv_dir_open_server(const struct dkv_server_opts *opts, const char *identity, dkv_dir **out);
+
 /* dkv_dir_close: release the lock and free. Every log of the directory must be
  * closed first. NULL is a no-op. */
 void dkv_dir_close(dkv_dir *d);
