@@ -33,6 +33,7 @@ typedef struct {
 	uint64_t *di;
 	uint64_t *pinc;   /* per peer: its incarnation in this round's phase 1, 0 */
 	uint64_t deadline; /* count no vote after this (R2 of paxos.c "Restarts") */
+	uint64_t own_lsn;  /* our own vote's record: counts once durable */
 	/* a range round's outcome (prepare_phase with range) */
 	bool range_all;   /* every promise counted came with the range promise */
 	int *busy;        /* union of the promisers' busy lists (malloc'ed) */
@@ -55,6 +56,19 @@ static void add_busy(px_prop *pr, const int *b, unsigned nb)
 	}
 	memcpy(pr->busy + pr->nbusy, b, nb * sizeof *b);
 	pr->nbusy += (int)nb;
+}
+
+/* The LSN our own vote of this phase depends on (0: none, or memory mode);
+ * the range promise's record (if any) was appended just after it. */
+static uint64_t px_last_lsn_own(paxos *px, px_prop *pr)
+{
+	uint64_t l = pr->own_lsn;
+	pr->own_lsn = 0;
+	if (!l) return 0;
+	pthread_mutex_lock(&px->mu);
+	uint64_t last = px_last_lsn_locked(px);
+	pthread_mutex_unlock(&px->mu);
+	return last > l ? last : l;
 }
 
 /* Fill order[] with the peers to contact: me first, then the others. */
@@ -123,6 +137,7 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 			}
 			if (pm.status == PX_ST_OK) {
 				promises++;
+				pr->own_lsn = px_log_locked(px, 'P', pr->seq, n, NULL);
 				if (pm.v && pm.n > best_n) {
 					px_blob_unref(best);
 					best = px_blob_ref(pm.v);
@@ -224,6 +239,11 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 		px_blob_unref(best);
 		return ROUND_FAILED;
 	}
+	/* our own promise counts once durable (written while our PREPAREs were out) */
+	if (!px_sync(px, px_last_lsn_own(px, pr))) {
+		px_blob_unref(best);
+		return ROUND_DONE;
+	}
 	*chosen = best ? best : px_blob_ref(pr->v);
 	*ok = true;
 	return ROUND_DONE;
@@ -249,6 +269,7 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 				refusals++;
 			} else if (px_acceptor_accept(in, n, v, &np) == PX_ST_OK) {
 				accepts++;
+				pr->own_lsn = px_log_locked(px, 'A', pr->seq, n, v);
 			} else {
 				refusals++;
 				if (np > in->n_seen) in->n_seen = np;
@@ -294,6 +315,7 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 		if (r.status == PX_ST_FORGOTTEN) return ROUND_DONE;
 	}
 	if (accepts < maj || dkv_now_ms() > pr->deadline) return ROUND_FAILED;
+	if (!px_sync(px, px_last_lsn_own(px, pr))) return ROUND_DONE;
 	*ok = true;
 	return ROUND_DONE;
 }
