@@ -1248,12 +1248,16 @@ paxos *paxos_make_opts(const char *const *peers, int npeers, int me, dkv_rpc_ser
 			errno = err;
 			return NULL;
 		}
-		paxos *px = px_make_restart(peers, npeers, me, rpcs, NULL, NULL, opts->restart, d, true);
+		paxos *px = px_make_restart(peers, npeers, me, rpcs, NULL, NULL, opts->restart, d, false);
 		if (!px) {
 			err = errno;
 			dkv_dir_close(d);
 			errno = err;
+			return NULL;
 		}
+		pthread_mutex_lock(&px->mu);
+		px->own_dir = true; /* paxos_kill releases it */
+		pthread_mutex_unlock(&px->mu);
 		return px;
 	}
 	return px_make_restart(peers, npeers, me, rpcs, NULL, NULL, opts && opts->restart, NULL,
