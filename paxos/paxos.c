@@ -803,7 +803,8 @@ static void close_disk(paxos *px)
 	dkv_dir_close(d);
 }
 
-/* Rewrite the log with the live state (caller: paxos_done, no lock held). */
+/* Rewrite the log with the live state (caller: paxos_done, holding kill_mu
+ * so the log stays open; px->mu not held). */
 static void maybe_compact(paxos *px)
 {
 	pthread_mutex_lock(&px->mu);
@@ -1153,9 +1154,14 @@ void paxos_done(paxos *px, int seq)
 	px_note_done_locked(px, px->me, seq);
 	uint64_t lsn = px_last_lsn_locked(px);
 	pthread_mutex_unlock(&px->mu);
-	if (lsn) {
-		px_sync(px, lsn);
-		maybe_compact(px);
+	/* the log may be closed by a paxos_kill meanwhile: hold kill_mu (never
+	 * wait for a kill in progress; a killed peer needs no more records) */
+	if (lsn && pthread_mutex_trylock(&px->kill_mu) == 0) {
+		if (!px->killed) {
+			px_sync(px, lsn);
+			maybe_compact(px);
+		}
+		pthread_mutex_unlock(&px->kill_mu);
 	}
 }
 

@@ -1319,6 +1319,50 @@ static void test_paxos_directory_identity_and_lock(void **state)
 	rm_dir(dir);
 }
 
+/* The acceptor log is compacted as Min advances: after 600 agreements on
+ * 1 KiB values (about 1.2 MiB of records per peer), each log holds little
+ * more than the live instances (bounded by the compaction threshold). */
+static void test_paxos_durable_log_follows_the_live_state(void **state)
+{
+	(void)state;
+	char dirs[3][512];
+	cluster *cl = cl_new("compact", 3, false);
+	for (int i = 0; i < 3; i++) {
+		rm_dir(test_dir(dirs[i], sizeof dirs[i], "compact", i));
+		const char *const *peers = cl->peers;
+		dkv_server_opts o;
+		memset(&o, 0, sizeof o);
+		o.dir = dirs[i];
+		o.no_fsync = true; /* honoured: this test is about bytes, not syncs */
+		cl->px[i] = paxos_make_opts(peers, 3, i, NULL, &o);
+		assert_non_null(cl->px[i]);
+	}
+	char v[1024];
+	const int k = th_under_valgrind() ? 150 : 600;
+	for (int seq = 0; seq < k; seq++) {
+		memset(v, 'a' + seq % 26, sizeof v);
+		start_bytes(cl, 0, seq, v, sizeof v);
+		WAIT_UNTIL(paxos_status(cl->px[0], seq, NULL, NULL) == PAXOS_DECIDED, 10000);
+		for (int i = 0; i < 3; i++) paxos_done(cl->px[i], seq - 1);
+	}
+	WAIT_UNTIL(paxos_min(cl->px[0]) >= k - 3 && paxos_min(cl->px[1]) >= k - 3 &&
+	               paxos_min(cl->px[2]) >= k - 3, 10000);
+	for (int i = 0; i < 3; i++) paxos_done(cl->px[i], k - 1); /* compaction runs in paxos_done */
+	long total = 0;
+	for (int i = 0; i < 3; i++) {
+		char f[600];
+		snprintf(f, sizeof f, "%s/paxos.log", dirs[i]);
+		struct stat st;
+		assert_int_equal(stat(f, &st), 0);
+		printf("  peer %d: paxos.log %lld bytes after %d agreements\n", i, (long long)st.st_size, k);
+		total += (long)st.st_size;
+		if (st.st_size > 400 * 1024) fail_msg("peer %d log %lld bytes: not compacted", i, (long long)st.st_size);
+	}
+	cl_free(cl);
+	for (int i = 0; i < 3; i++) rm_dir(dirs[i]);
+	(void)total;
+}
+
 /*
  * Power cuts: 3 peers on a simulated disk run a short workload; the disk
  * dies after write boundary k; everything not fsynced is lost, the last
@@ -1451,6 +1495,7 @@ int main(void)
 		cmocka_unit_test(test_paxos_restarted_peer_without_a_voting_majority_never_votes),
 		cmocka_unit_test(test_paxos_durable_peer_remembers_its_accept_across_restart),
 		cmocka_unit_test(test_paxos_directory_identity_and_lock),
+		cmocka_unit_test(test_paxos_durable_log_follows_the_live_state),
 		cmocka_unit_test(test_paxos_power_cuts_forget_no_acknowledged_vote),
 		cmocka_unit_test(test_paxos_power_cut_test_bites_without_fsync),
 	};
