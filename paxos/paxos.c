@@ -743,6 +743,34 @@ bool px_sync(paxos *px, uint64_t lsn)
 	return false;
 }
 
+void px_sync_start_locked(paxos *px, uint64_t lsn)
+{
+	if (!lsn || !px->syncer_running || lsn <= px->sync_want) return;
+	px->sync_want = lsn;
+	pthread_cond_signal(&px->sync_cv);
+}
+
+static void *syncer_main(void *arg)
+{
+	paxos *px = arg;
+	uint64_t done = 0;
+	pthread_mutex_lock(&px->mu);
+	while (!px->dead) {
+		if (px->sync_want > done) {
+			uint64_t w = px->sync_want;
+			pthread_mutex_unlock(&px->mu);
+			bool ok = px_sync(px, w);
+			pthread_mutex_lock(&px->mu);
+			done = w;
+			if (!ok) break;
+			continue;
+		}
+		pthread_cond_wait(&px->sync_cv, &px->mu);
+	}
+	pthread_mutex_unlock(&px->mu);
+	return NULL;
+}
+
 static int replay_rec(void *arg, uint64_t lsn, const void *rec, size_t len)
 {
 	paxos *px = arg;
@@ -875,6 +903,14 @@ static void drop_jobs_locked(paxos *px)
 
 static void px_release(paxos *px)
 {
+	if (px->syncer_running) { /* a start that failed after the log was open */
+		pthread_mutex_lock(&px->mu);
+		px->dead = true;
+		pthread_cond_broadcast(&px->sync_cv);
+		pthread_mutex_unlock(&px->mu);
+		pthread_join(px->syncer, NULL);
+		px->syncer_running = false;
+	}
 	for (size_t i = 0; i < px->ninst; i++) inst_free(px->insts[i]);
 	free(px->insts);
 	if (px->peers)
@@ -891,6 +927,7 @@ static void px_release(paxos *px)
 	drop_jobs_locked(px);
 	pthread_cond_destroy(&px->cv);
 	pthread_cond_destroy(&px->work_cv);
+	pthread_cond_destroy(&px->sync_cv);
 	pthread_mutex_destroy(&px->mu);
 	pthread_mutex_destroy(&px->kill_mu);
 	free(px);
@@ -936,6 +973,10 @@ static paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_
 	pthread_mutex_init(&px->kill_mu, NULL);
 	int err = dkv_cond_init(&px->cv);
 	if (!err && (err = dkv_cond_init(&px->work_cv)) != 0) pthread_cond_destroy(&px->cv);
+	if (!err && (err = dkv_cond_init(&px->sync_cv)) != 0) {
+		pthread_cond_destroy(&px->cv);
+		pthread_cond_destroy(&px->work_cv);
+	}
 	if (err) {
 		pthread_mutex_destroy(&px->mu);
 		pthread_mutex_destroy(&px->kill_mu);
@@ -985,6 +1026,14 @@ static paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_
 		} else if (!err) {
 			px->dincs[me] = px->inc;
 			restart = false; /* it kept its promises: votes at once */
+		}
+		if (!err) {
+			int e = pthread_create(&px->syncer, NULL, syncer_main, px);
+			if (e == 0)
+				px->syncer_running = true;
+			else
+				DKV_WARN("paxos %d: no syncer thread (%s): own votes sync after the calls", me,
+				         strerror(e));
 		}
 		if (err) {
 			DKV_ERROR("paxos %d: cannot use %s/paxos.log: %s", me, dkv_dir_path(dir), strerror(err));
@@ -1205,6 +1254,12 @@ void paxos_kill(paxos *px)
 	bool rj = px->rejoin_running;
 	pthread_mutex_unlock(&px->mu);
 	if (rj) pthread_join(px->rejoin_tid, NULL);
+	pthread_mutex_lock(&px->mu);
+	bool sy = px->syncer_running;
+	px->syncer_running = false;
+	pthread_cond_broadcast(&px->sync_cv);
+	pthread_mutex_unlock(&px->mu);
+	if (sy) pthread_join(px->syncer, NULL);
 	close_disk(px); /* releases the directory */
 	pthread_mutex_lock(&px->mu);
 	drop_jobs_locked(px);

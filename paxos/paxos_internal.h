@@ -170,6 +170,10 @@ struct paxos {
 	bool own_dir;
 	dkv_log *log;         /* "paxos.log": the acceptor's records */
 	uint64_t log_live;    /* bytes of live records at the last compaction */
+	pthread_cond_t sync_cv; /* wakes the syncer */
+	pthread_t syncer;     /* writes our own votes while our messages are out */
+	bool syncer_running;
+	uint64_t sync_want;   /* the syncer makes this LSN durable */
 
 	/* Immutable after paxos_make. */
 	int npeers, me;
@@ -207,6 +211,10 @@ unsigned long px_rejoin_asks(paxos *px);
  * held): wait until lsn is durable; false (and the peer stopped) on error. */
 uint64_t px_log_locked(paxos *px, char type, int seq, uint64_t n, const px_blob *v);
 bool px_sync(paxos *px, uint64_t lsn);
+/* px_sync_start_locked: have the syncer thread start making lsn durable now
+ * (a proposer's own vote, while its messages are in flight; px_sync later
+ * joins that group commit). */
+void px_sync_start_locked(paxos *px, uint64_t lsn);
 /* px_last_lsn_locked: the LSN a reply built now depends on (0: none) */
 uint64_t px_last_lsn_locked(paxos *px);
 /* px_make_dir: paxos_make_opts on an already open directory (borrowed; the

@@ -168,6 +168,8 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 		a.range = range;
 		pthread_mutex_lock(&px->mu);
 		px_hdr_fill_locked(px, &a.h, p, pr->dv, pr->di);
+		/* our own vote is written while our messages are out */
+		if (pr->own_lsn) px_sync_start_locked(px, px_last_lsn_locked(px));
 		pthread_mutex_unlock(&px->mu);
 		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_PREPARE,
 		                      (xdrproc_t)xdr_px_prepare_args, &a,
@@ -287,6 +289,8 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 		a.v.px_value_val = v->data;
 		pthread_mutex_lock(&px->mu);
 		px_hdr_fill_locked(px, &a.h, p, pr->dv, pr->di);
+		/* our own vote is written while our messages are out */
+		if (pr->own_lsn) px_sync_start_locked(px, px_last_lsn_locked(px));
 		pthread_mutex_unlock(&px->mu);
 		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_ACCEPT,
 		                      (xdrproc_t)xdr_px_accept_args, &a,
