@@ -635,7 +635,12 @@ static void *rejoin_main(void *arg)
 		if (floor > px->vote_floor) px->vote_floor = floor;
 		if (hi > px->round_floor) px->round_floor = hi;
 		px_note_seq_locked(px, px->vote_floor);
-		px->voting = true;
+		/* with a directory, the floors are durable before we vote */
+		uint64_t lsn = px_log_locked(px, 'V', px->vote_floor, px->round_floor, NULL);
+		pthread_mutex_unlock(&px->mu);
+		bool ok = px_sync(px, lsn);
+		pthread_mutex_lock(&px->mu);
+		px->voting = ok && !px->dead;
 		px->rejoined = true;
 		DKV_INFO("paxos %d: rejoined after %llu ms: votes above seq %d", px->me,
 		         (unsigned long long)(dkv_now_ms() - px->rejoin_t0), px->vote_floor);
@@ -656,6 +661,7 @@ static void start_rejoin_locked(paxos *px)
 		px->voting = false;
 		return;
 	}
+	if (px->log && px->voting) px_log_locked(px, 'J', 0, 0, NULL);
 	px->voting = false;
 	px->lead_n = 0;
 	px->rejoin_t0 = dkv_now_ms();
@@ -676,6 +682,10 @@ static void start_rejoin_locked(paxos *px)
  *   P seq n      promised n at seq            A seq n v  accepted (n, v) at seq
  *   D seq v      learned v decided at seq     F seq n    range promise n from seq
  *   N done       our paxos_done               M max      our Max (compaction)
+ *   J            a rejoin began (we lost state: do not vote)
+ *   V floor hi   the rejoin completed: vote_floor, round_floor (for good)
+ * So a peer restarted on a directory that holds J without a later V rejoins
+ * again, and one that rejoined keeps refusing every seq <= vote_floor.
  * Records are appended under px->mu (no I/O) when the state changes; every
  * reply waits (px_sync, group-committed fdatasync, no lock held) until every
  * record appended before it was built is durable, so nothing is said that a
@@ -811,6 +821,13 @@ static int replay_rec(void *arg, uint64_t lsn, const void *rec, size_t len)
 		break;
 	case 'N': if (r.seq > px->dones[px->me]) px->dones[px->me] = r.seq; break;
 	case 'M': px_note_seq_locked(px, r.seq); break;
+	case 'J': px->replay_rejoin = true; break;
+	case 'V':
+		if (r.seq > px->vote_floor) px->vote_floor = r.seq;
+		if (r.n > px->round_floor) px->round_floor = r.n;
+		px->replay_rejoin = false;
+		px->rejoined = true;
+		break;
 	case 0: break;
 	default: err = EIO; break;
 	}
@@ -863,6 +880,8 @@ static void maybe_compact(paxos *px)
 	if (px->floor_n) ADD('F', px->floor_seq, px->floor_n, NULL);
 	if (px->dones[px->me] >= 0) ADD('N', px->dones[px->me], 0, NULL);
 	ADD('M', px->max_seq, 0, NULL);
+	if (px->rejoined) ADD('V', px->vote_floor, px->round_floor, NULL);
+	if (!px->voting) ADD('J', 0, 0, NULL);
 	for (size_t i = 0; i < px->ninst && !err; i++) {
 		px_inst *in = px->insts[i];
 		if (in->n_p) ADD('P', in->seq, in->n_p, NULL);
@@ -1021,11 +1040,14 @@ static paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_
 			/* a new directory: our incarnation is the first record */
 			pthread_mutex_lock(&px->mu);
 			uint64_t lsn = px_log_locked(px, 'I', 0, px->inc, NULL);
+			if (restart) lsn = px_log_locked(px, 'J', 0, 0, NULL);
 			pthread_mutex_unlock(&px->mu);
 			if (!px_sync(px, lsn)) err = dkv_dir_error(dir) ? dkv_dir_error(dir) : EIO;
 		} else if (!err) {
 			px->dincs[me] = px->inc;
-			restart = false; /* it kept its promises: votes at once */
+			/* it kept its promises: votes at once, unless it had not
+			 * finished a rejoin (J without V) */
+			restart = px->replay_rejoin;
 		}
 		if (!err) {
 			int e = pthread_create(&px->syncer, NULL, syncer_main, px);

@@ -174,6 +174,7 @@ struct paxos {
 	pthread_t syncer;     /* writes our own votes while our messages are out */
 	bool syncer_running;
 	uint64_t sync_want;   /* the syncer makes this LSN durable */
+	bool replay_rejoin;   /* replay: a rejoin was under way (J without V) */
 
 	/* Immutable after paxos_make. */
 	int npeers, me;

@@ -1297,6 +1297,50 @@ static void test_paxos_durable_peer_remembers_its_accept_across_restart(void **s
 	for (int i = 0; i < 3; i++) rm_dir(dirs[i]);
 }
 
+/* A peer that lost its directory rejoins (restart); its rejoin is durable:
+ * killed before it completed, it rejoins again on restart; once completed,
+ * it votes at once after a restart and keeps its vote floor. */
+static void test_paxos_lost_directory_rejoin_is_durable(void **state)
+{
+	(void)state;
+	char dirs[3][512];
+	cluster *cl = cl_new("lostdir", 3, false);
+	for (int i = 0; i < 3; i++) {
+		rm_dir(test_dir(dirs[i], sizeof dirs[i], "lostdir", i));
+		cl->px[i] = make_on_dir(cl, i, dirs[i], false);
+		assert_non_null(cl->px[i]);
+	}
+	for (int seq = 0; seq < 4; seq++) {
+		start(cl, seq % 3, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	/* B's disk is wiped: it starts with restart on an empty directory */
+	paxos_free(cl->px[1]);
+	rm_dir(dirs[1]);
+	cl->px[1] = make_on_dir(cl, 1, dirs[1], true);
+	assert_non_null(cl->px[1]);
+	assert_false(px_is_voting(cl->px[1]));
+	/* killed mid-rejoin (before the wait is over): still rejoining after restart */
+	paxos_free(cl->px[1]);
+	cl->px[1] = make_on_dir(cl, 1, dirs[1], false);
+	assert_non_null(cl->px[1]);
+	assert_false(px_is_voting(cl->px[1]));
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	int floor = px_vote_floor(cl->px[1]);
+	assert_true(floor >= 3);
+	/* restarted on its directory: votes at once, same floor */
+	paxos_free(cl->px[1]);
+	cl->px[1] = make_on_dir(cl, 1, dirs[1], false);
+	assert_non_null(cl->px[1]);
+	assert_true(px_is_voting(cl->px[1]));
+	assert_int_equal(px_vote_floor(cl->px[1]), floor);
+	paxos_kill(cl->px[2]);
+	start(cl, 1, floor + 1, "after");
+	WAIT_UNTIL(decided_as(cl, 0, floor + 1, "after") && decided_as(cl, 1, floor + 1, "after"), 10000);
+	cl_free(cl);
+	for (int i = 0; i < 3; i++) rm_dir(dirs[i]);
+}
+
 /* A directory records whose it is: another peer's start fails EINVAL, a
  * second live start EBUSY; paxos_kill releases it. */
 static void test_paxos_directory_identity_and_lock(void **state)
@@ -1494,6 +1538,7 @@ int main(void)
 		cmocka_unit_test(test_paxos_restarted_peer_votes_again_and_carries_a_majority),
 		cmocka_unit_test(test_paxos_restarted_peer_without_a_voting_majority_never_votes),
 		cmocka_unit_test(test_paxos_durable_peer_remembers_its_accept_across_restart),
+		cmocka_unit_test(test_paxos_lost_directory_rejoin_is_durable),
 		cmocka_unit_test(test_paxos_directory_identity_and_lock),
 		cmocka_unit_test(test_paxos_durable_log_follows_the_live_state),
 		cmocka_unit_test(test_paxos_power_cuts_forget_no_acknowledged_vote),
