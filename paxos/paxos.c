@@ -18,6 +18,9 @@
  * keeps its worker); spare idle workers exit; paxos_kill makes in-flight
  * calls fail fast, then joins them all. Decisions go to an optional hook
  * (paxosrsm's wake-up) and px->cv.
+ * Incarnations and restarts: see "Restarts" below (the rule and its safety
+ * argument); INFO serves a rejoining peer. FORWARD hands a paxos_start to
+ * the lease holder (proposer.c). Durability with a directory: "Durability".
  */
 #include <errno.h>
 #include <limits.h>

@@ -17,6 +17,19 @@
  * Paxos: a range promise is a phase-1 promise for each instance it covers.
  * Failed full rounds back off 1 ms doubling to PX_BACKOFF_MAX_MS on px->cv,
  * so a decision learned meanwhile, forgetting or kill ends the wait at once.
+ * Restarts (paxos.c "Restarts"): a round counts no vote after its deadline
+ * (PX_ROUND_MAX_MS from its phase 1; a lease is a phase 1, so leases expire
+ * and are renewed by a range round); NOVOTE replies are refusals; a reply
+ * from a peer whose incarnation changed since its promise does not count;
+ * a rejoining peer runs no round, and numbers stay above round_floor.
+ * Forwarding: a peer without the lease first hands the job to the holder
+ * (FORWARD; the holder is named by the `leading` bit of message headers, or
+ * by our acceptor's range promise), waits PX_FORWARD_WAIT_MS for its
+ * DECIDED, then runs its own rounds. Range rounds happen at the log tip or
+ * to renew our own expired lease, so fallbacks do not steal the range.
+ * Durability: our own promise/accept record is handed to the syncer thread
+ * as our first message goes out and the phase succeeds only once it is
+ * durable.
  */
 #include <stdlib.h>
 #include <string.h>
