@@ -7,9 +7,15 @@
  * 1 ms and doubles up to VIEWSERVICE_PING_INTERVAL_MS, and tries again — forever
  * (the lab semantics) or until the deadline set with pbservice_clerk_set_timeout.
  *
- * At-most-once: each clerk has a random 64-bit id and numbers its Puts and Appends
- * 1, 2, 3, …; a retry re-sends the same number, and servers keep the last number
- * applied per client. Gets are not numbered (they change nothing).
+ * At-most-once: a clerk's Puts and Appends run in a session that the primary
+ * opens for it (PB_OPEN, lazily, before its first write; ids are assigned in
+ * increasing order by the primary and replicated), numbered 1, 2, 3, … in that
+ * session; a retry re-sends the same number, and servers keep the last number
+ * applied per session in the bounded session table. Gets are not numbered.
+ * EXPIRED (the servers evicted our session): on the op's first attempt in the
+ * session it cannot have been applied, so the clerk opens a new session and
+ * sends it again; on a retried attempt it may have been applied before the
+ * eviction, so the call returns DKV_ERR_EXPIRED.
  *
  * One attempt waits at most PB_CALL_TIMEOUT_MS for its reply: a primary answers
  * promptly unless the network delays it, and a late answer must not be mistaken
@@ -30,8 +36,8 @@ struct pbservice_clerk {
 	char vshost[DKV_NAME_MAX];
 	char me[DKV_NAME_MAX];   /* log label */
 	char primary[DKV_NAME_MAX]; /* cached primary; "" = ask the view service */
-	uint64_t id;             /* random client id */
-	uint64_t seq;            /* last sequence number used */
+	uint64_t sid;            /* session id; 0 = none opened yet */
+	uint64_t seq;            /* last sequence number used in the session */
 	unsigned timeout_ms;     /* 0: retry forever */
 	viewservice_clerk *vs;
 	dkv_rpc_pool *pool;
@@ -63,9 +69,6 @@ pbservice_clerk *pbservice_clerk_new(const char *vshost, const char *me)
 		errno = ENOMEM;
 		return NULL;
 	}
-	do
-		ck->id = dkv_random_seed();
-	while (ck->id == 0);
 	return ck;
 }
 
@@ -118,12 +121,36 @@ static int attempt(pbservice_clerk *ck, const pb_get_args *g, const pb_putappend
 	return rc;
 }
 
-/* Retry one operation until it succeeds, fails for good, or the deadline passes. */
-static int run(pbservice_clerk *ck, const pb_get_args *g, const pb_putappend_args *pa,
+/* Open a session at the cached primary. */
+static int open_session(pbservice_clerk *ck, unsigned timeout_ms)
+{
+	pb_open_args a = {0};
+	pb_open_reply res;
+	memset(&res, 0, sizeof(res));
+	int rc = dkv_rpc_call(ck->pool, ck->primary, PB_PROG, PB_VERS, PB_OPEN,
+	                      (xdrproc_t)xdr_pb_open_args, &a, (xdrproc_t)xdr_pb_open_reply, &res,
+	                      timeout_ms);
+	if (rc != DKV_OK)
+		return rc;
+	rc = res.err == DKV_ERR_NOMEM || res.err == DKV_ERR_INVAL ? DKV_ERR_NET : res.err;
+	if (rc == DKV_OK && res.id == 0)
+		rc = DKV_ERR_NET;
+	if (rc == DKV_OK) {
+		ck->sid = res.id;
+		ck->seq = 0;
+	}
+	xdr_free((xdrproc_t)xdr_pb_open_reply, (char *)&res);
+	return rc;
+}
+
+/* Retry one operation until it succeeds, fails for good, or the deadline passes.
+ * A write (pa) with pa->client 0 is numbered here, in the clerk's session. */
+static int run(pbservice_clerk *ck, const pb_get_args *g, pb_putappend_args *pa,
                char **value)
 {
 	uint64_t deadline = ck->timeout_ms ? dkv_now_ms() + ck->timeout_ms : 0;
 	unsigned delay = 1;
+	int tries = 0; /* attempts of this write in its current session */
 	for (;;) {
 		unsigned call_ms = PB_CALL_TIMEOUT_MS;
 		if (deadline != 0) {
@@ -136,9 +163,30 @@ static int run(pbservice_clerk *ck, const pb_get_args *g, const pb_putappend_arg
 		if (ck->primary[0] == '\0')
 			(void)viewservice_clerk_primary(ck->vs, ck->primary, sizeof ck->primary);
 		if (ck->primary[0] != '\0') {
-			int rc = attempt(ck, g, pa, value, call_ms);
+			int rc = DKV_OK;
+			if (pa != NULL && pa->client == 0) {
+				if (ck->sid == 0)
+					rc = open_session(ck, call_ms);
+				if (rc == DKV_OK) {
+					pa->client = ck->sid;
+					pa->seq = ++ck->seq;
+					tries = 0;
+				}
+			}
+			if (rc == DKV_OK) {
+				if (pa != NULL)
+					tries++;
+				rc = attempt(ck, g, pa, value, call_ms);
+			}
 			if (rc == DKV_OK || rc == DKV_ERR_INVAL || rc == DKV_ERR_NOMEM)
 				return rc;
+			if (rc == DKV_ERR_EXPIRED && pa != NULL) {
+				if (tries > 1)
+					return rc; /* a retry: it may have been applied */
+				ck->sid = 0; /* never applied: a new session, at once */
+				pa->client = 0;
+				continue;
+			}
 			DKV_DEBUG("pbservice clerk %s: %s at %s: %s", ck->me, g ? "get" : "putappend",
 			          ck->primary, dkv_strerror(rc));
 			ck->primary[0] = '\0';
@@ -166,7 +214,7 @@ int pbservice_clerk_get(pbservice_clerk *ck, const char *key, char **value)
 		return DKV_ERR_INVAL;
 	pb_get_args g;
 	g.key = (char *)key;
-	g.client = ck->id;
+	g.client = ck->sid;
 	g.seq = 0;
 	int rc = run(ck, &g, NULL, value);
 	if (rc != DKV_OK) {
@@ -185,8 +233,8 @@ static int putappend(pbservice_clerk *ck, const char *key, const char *value, in
 	pa.key = (char *)key;
 	pa.value = (char *)value;
 	pa.op = op;
-	pa.client = ck->id;
-	pa.seq = ++ck->seq;
+	pa.client = 0; /* numbered in run(), in the clerk's session */
+	pa.seq = 0;
 	return run(ck, NULL, &pa, NULL);
 }
 

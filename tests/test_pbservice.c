@@ -30,6 +30,7 @@
 #include "dkv/viewservice.h"
 #include "dkv_internal.h"
 #include "pb_prot.h"
+#include "../pbservice/pb_internal.h"
 #include "../pbservice/pb_store.h"
 #include "../viewservice/vs_core.h"
 #include "../viewservice/vs_server_internal.h"
@@ -1634,6 +1635,108 @@ static void test_pbservice_view_service_restarted_without_state_mid_workload(voi
 	vs_restart_workload("vsrmem", false);
 }
 
+/* ------------------------------------------------------------ sessions */
+
+/* Open a session at `name` with a raw PB_OPEN; its id, or 0. */
+static uint64_t raw_open(dkv_rpc_pool *pool, const char *name)
+{
+	pb_open_args a = {0};
+	pb_open_reply r;
+	memset(&r, 0, sizeof r);
+	int rc = dkv_rpc_call(pool, name, PB_PROG, PB_VERS, PB_OPEN, (xdrproc_t)xdr_pb_open_args,
+	                      &a, (xdrproc_t)xdr_pb_open_reply, &r, 5000);
+	if (rc != DKV_OK)
+		return 0;
+	uint64_t id = r.err == DKV_OK ? r.id : 0;
+	xdr_free((xdrproc_t)xdr_pb_open_reply, (char *)&r);
+	return id;
+}
+
+/* One short-lived clerk: one Append, freed. */
+static void one_clerk_append(pb_env *e, const char *key, const char *val)
+{
+	pbservice_clerk *ck = new_clerk(e);
+	assert_int_equal(pbservice_clerk_append(ck, key, val), DKV_OK);
+	pbservice_clerk_free(ck);
+}
+
+/* Session memory stays flat over many clients (at most PB_SESSION_CAP sessions on
+ * the primary and the backup, live heap flat); the oldest clerk, whose session was
+ * evicted, has its next write applied once through a new session; session ids
+ * increase across a failover; a duplicate after failover is still detected; and a
+ * retry under an evicted session gets DKV_ERR_EXPIRED, never a second application. */
+static void test_pbservice_session_memory_stays_flat_over_many_clients(void **state)
+{
+	(void)state;
+	pb_env e;
+	env_start(&e, "sess");
+	char n1[DKV_NAME_MAX], n2[DKV_NAME_MAX];
+	pb_port(&e, n1, 1);
+	pb_port(&e, n2, 2);
+	pbservice_server *s1 = start_server(&e, 1);
+	wait_view(&e, n1, "");
+	pbservice_server *s2 = start_server(&e, 2);
+	wait_view(&e, n1, n2);
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	assert_non_null(pool);
+
+	pbservice_clerk *oldest = new_clerk(&e);
+	assert_int_equal(pbservice_clerk_append(oldest, "c", "f"), DKV_OK);
+	uint64_t early = raw_open(pool, n1); /* a raw session, evicted below */
+	assert_true(early > 0);
+	assert_int_equal(raw_append(pool, n1, "r", "1", early, 1), DKV_OK);
+
+	int warm = PB_SESSION_CAP + 100, more = th_under_valgrind() ? 200 : 2000;
+	for (int i = 0; i < warm; i++)
+		one_clerk_append(&e, "c", "x");
+	size_t heap0 = th_live_heap();
+	for (int i = 0; i < more; i++)
+		one_clerk_append(&e, "c", "x");
+	size_t heap1 = th_live_heap();
+	assert_true(pbservice_server_session_count(s1) <= PB_SESSION_CAP);
+	assert_true(pbservice_server_session_count(s2) <= PB_SESSION_CAP);
+	/* A leak of even 32 bytes per client would exceed this. */
+	if (heap1 > heap0 + 64 * 1024)
+		fail_msg("live heap grew by %zu bytes over %d more clients", heap1 - heap0, more);
+
+	/* The evicted raw session: a retry of its applied request is refused, not re-applied. */
+	assert_int_equal(raw_append(pool, n1, "r", "1", early, 1), DKV_ERR_EXPIRED);
+	assert_int_equal(raw_append(pool, n1, "r", "2", early, 2), DKV_ERR_EXPIRED);
+	pbservice_clerk *ck = new_clerk(&e);
+	check(ck, "r", "1");
+	/* The oldest clerk's session is gone too: its next write opens a new one by itself. */
+	assert_int_equal(pbservice_clerk_append(oldest, "c", "g"), DKV_OK);
+	char *v = NULL;
+	assert_int_equal(pbservice_clerk_get(ck, "c", &v), DKV_OK);
+	size_t len = strlen(v);
+	assert_int_equal(len, 1 + (size_t)warm + (size_t)more + 1);
+	assert_int_equal(v[0], 'f');
+	assert_int_equal(v[len - 1], 'g');
+	for (size_t i = 1; i + 1 < len; i++)
+		assert_int_equal(v[i], 'x');
+	free(v);
+
+	/* A duplicate after failover, under an opened session; ids keep increasing. */
+	uint64_t id = raw_open(pool, n1);
+	assert_true(id > early);
+	assert_int_equal(raw_append(pool, n1, "d", "x", id, 1), DKV_OK);
+	pbservice_server_kill(s1);
+	wait_view(&e, n2, "");
+	WAIT_UNTIL(raw_append(pool, n2, "d", "x", id, 1) == DKV_OK, 10000);
+	check(ck, "d", "x");
+	assert_int_equal(raw_append(pool, n2, "d", "y", id, 2), DKV_OK);
+	check(ck, "d", "xy");
+	uint64_t id2 = raw_open(pool, n2);
+	assert_true(id2 > id);
+
+	dkv_rpc_pool_free(pool);
+	pbservice_clerk_free(ck);
+	pbservice_clerk_free(oldest);
+	pbservice_server_free(s1);
+	pbservice_server_free(s2);
+	env_stop(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1655,6 +1758,7 @@ int main(void)
 		cmocka_unit_test(test_pbservice_kill_and_free_leave_no_threads_or_memory),
 		cmocka_unit_test(test_pbservice_constructors_survive_allocation_failure_at_every_step),
 		cmocka_unit_test(test_pbservice_store_keeps_every_key_across_growth),
+		cmocka_unit_test(test_pbservice_session_memory_stays_flat_over_many_clients),
 		cmocka_unit_test(test_pbservice_view_service_restart_keeps_failover_working),
 		cmocka_unit_test(test_pbservice_view_service_restart_never_makes_a_fresh_server_primary),
 		cmocka_unit_test(test_pbservice_view_service_restarted_on_its_directory_mid_workload),
