@@ -1752,6 +1752,68 @@ static void test_pbservice_session_memory_stays_flat_over_many_clients(void **st
 	env_stop(&e);
 }
 
+/* A server never acts on a view numbered below one it has seen: a transfer or a
+ * forward that names an older view (say, from a server a restarted view service
+ * made primary of view 1) is refused, and the backup's data stays as it was. */
+static void test_pbservice_server_never_acts_on_an_older_view(void **state)
+{
+	(void)state;
+	pb_env e;
+	env_start(&e, "older");
+	char n1[DKV_NAME_MAX], n2[DKV_NAME_MAX], nx[DKV_NAME_MAX];
+	pb_port(&e, n1, 1);
+	pb_port(&e, n2, 2);
+	pb_port(&e, nx, 9);
+	pbservice_server *s1 = start_server(&e, 1);
+	wait_view(&e, n1, "");
+	pbservice_server *s2 = start_server(&e, 2);
+	wait_view(&e, n1, n2);
+	pbservice_clerk *ck = new_clerk(&e);
+	assert_int_equal(pbservice_clerk_put(ck, "a", "1"), DKV_OK);
+	assert_true(vpeek(&e, NULL).viewnum >= 2);
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	assert_non_null(pool);
+
+	/* An empty transfer "for view 1, primary nx, backup n2". */
+	pb_transfer_args t;
+	memset(&t, 0, sizeof t);
+	t.view.viewnum = 1;
+	t.view.primary = nx;
+	t.view.backup = n2;
+	pb_reply r = {0};
+	assert_int_equal(dkv_rpc_call(pool, n2, PB_PROG, PB_VERS, PB_TRANSFER,
+	                              (xdrproc_t)xdr_pb_transfer_args, &t, (xdrproc_t)xdr_pb_reply,
+	                              &r, 5000),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_ERR_WRONG_SERVER);
+	/* A forwarded Put under view 1. */
+	pb_fwd_putappend_args f;
+	memset(&f, 0, sizeof f);
+	f.view = t.view;
+	f.a.key = (char *)"a";
+	f.a.value = (char *)"stale";
+	f.a.op = PB_OP_PUT;
+	f.a.client = 77;
+	f.a.seq = 1;
+	memset(&r, 0, sizeof r);
+	assert_int_equal(dkv_rpc_call(pool, n2, PB_PROG, PB_VERS, PB_FWD_PUTAPPEND,
+	                              (xdrproc_t)xdr_pb_fwd_putappend_args, &f,
+	                              (xdrproc_t)xdr_pb_reply, &r, 5000),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_ERR_WRONG_SERVER);
+
+	/* n2 still holds the data: after a failover it serves "1". */
+	pbservice_server_kill(s1);
+	wait_view(&e, n2, "");
+	check(ck, "a", "1");
+
+	dkv_rpc_pool_free(pool);
+	pbservice_clerk_free(ck);
+	pbservice_server_free(s1);
+	pbservice_server_free(s2);
+	env_stop(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1774,6 +1836,7 @@ int main(void)
 		cmocka_unit_test(test_pbservice_constructors_survive_allocation_failure_at_every_step),
 		cmocka_unit_test(test_pbservice_store_keeps_every_key_across_growth),
 		cmocka_unit_test(test_pbservice_session_memory_stays_flat_over_many_clients),
+		cmocka_unit_test(test_pbservice_server_never_acts_on_an_older_view),
 		cmocka_unit_test(test_pbservice_view_service_restart_keeps_failover_working),
 		cmocka_unit_test(test_pbservice_view_service_restart_never_makes_a_fresh_server_primary),
 		cmocka_unit_test(test_pbservice_view_service_restarted_on_its_directory_mid_workload),
