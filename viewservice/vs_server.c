@@ -27,6 +27,8 @@
  * is recorded at once, so a later start on it is a restart as well.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +38,7 @@
 #include "vs_disk.h"
 #include "vs_prot.h"
 #include "vs_server_internal.h"
+#include "status.h"
 
 struct viewservice_server {
 	pthread_mutex_t mu; /* guards every field down to `dead` */
@@ -48,6 +51,8 @@ struct viewservice_server {
 
 	/* Set once at start, read-only afterwards. */
 	dkv_rpc_server *rpcs;
+	dkv_status_reg *status; /* the status program on rpcs */
+	char dir[PATH_MAX];     /* the data directory, "" without one */
 	pthread_t ticker;
 
 	pthread_mutex_t kill_mu; /* serialises _kill; guards `killed` */
@@ -190,6 +195,26 @@ static void *ticker_main(void *arg)
 	return NULL;
 }
 
+/* vs_status_fill: what `dkvctl status` shows (the status program's callback). */
+static void vs_status_fill(void *ctx, dkv_status *st)
+{
+	viewservice_server *vs = ctx;
+	snprintf(st->service, sizeof st->service, "viewservice");
+	st->dir_bytes = dkv_status_dir_bytes(vs->dir);
+	pthread_mutex_lock(&vs->mu);
+	snprintf(st->role, sizeof st->role, "%s",
+	         vs->dead ? "stopped" : vs->failed ? "failed" : vs->core.recovering ? "recovering" : "serving");
+	const viewservice_view *v = &vs->core.view;
+	char buf[2 * DKV_NAME_MAX + 96];
+	snprintf(buf, sizeof buf, "view %u: primary %s, backup %s%s; %zu servers known", v->viewnum,
+	         v->primary[0] ? v->primary : "(none)", v->backup[0] ? v->backup : "(none)",
+	         vs->core.acked ? "" : " (not acknowledged)", vs->core.nservers);
+	pthread_mutex_unlock(&vs->mu);
+	size_t n = strnlen(buf, sizeof st->detail - 1); /* truncated if it must be */
+	memcpy(st->detail, buf, n);
+	st->detail[n] = '\0';
+}
+
 static viewservice_server *start_common(const char *me, const dkv_server_opts *opts)
 {
 	dkv_lib_init();
@@ -260,8 +285,16 @@ static viewservice_server *start_common(const char *me, const dkv_server_opts *o
 		err = rc == DKV_ERR_NOMEM ? ENOMEM : EINVAL;
 		goto fail_add;
 	}
-	if ((err = pthread_create(&vs->ticker, NULL, ticker_main, vs)) != 0)
+	if (use_dir)
+		snprintf(vs->dir, sizeof vs->dir, "%s", opts->dir);
+	if ((vs->status = dkv_status_register(vs->rpcs, vs_status_fill, vs)) == NULL) {
+		err = errno;
 		goto fail_add;
+	}
+	if ((err = pthread_create(&vs->ticker, NULL, ticker_main, vs)) != 0) {
+		dkv_status_unregister(vs->status);
+		goto fail_add;
+	}
 	DKV_DEBUG("viewservice %s: started", me);
 	return vs;
 
@@ -312,6 +345,7 @@ void viewservice_server_free(viewservice_server *vs)
 	if (vs == NULL)
 		return;
 	viewservice_server_kill(vs);
+	dkv_status_unregister(vs->status);
 	dkv_rpc_server_free(vs->rpcs);
 	vs_core_destroy(&vs->core);
 	pthread_cond_destroy(&vs->cv);
