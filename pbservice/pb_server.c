@@ -24,7 +24,19 @@
  * transfer) never serves and keeps pinging 0, so a restarted server is not taken
  * for the old one; to tell "first primary" from "restarted lone primary" (both are
  * told "view 1, primary: you"), the ping reply says whether the view is already
- * acknowledged. Duplicate detection: one (client, last seq) entry per clerk.
+ * acknowledged.
+ *
+ * At-most-once: the one session table (src/session.h), bounded at
+ * PB_SESSION_CAP sessions (least recently used evicted; an evicted session's
+ * later request gets DKV_ERR_EXPIRED, never a second application). Session ids
+ * increase in the order sessions are opened: the primary assigns next_session+1
+ * in the lane, forwards the opening to the backup first (PB_FWD_OPEN), and the
+ * counter travels with every state transfer, so a promoted backup continues
+ * above every id ever assigned. A write under an id that was never opened here
+ * (a caller that numbers its own requests) opens it implicitly and raises the
+ * counter above it, so later ids still increase past everything held.
+ * The table and the counter change only in the lane, identically on the primary
+ * and its backup (same calls, same order: the table is deterministic).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,8 +46,10 @@
 #include "dkv/pbservice.h"
 #include "dkv/viewservice.h"
 #include "dkv_internal.h"
+#include "pb_internal.h"
 #include "pb_prot.h"
 #include "pb_store.h"
+#include "session.h"
 #include "vs_prot.h"
 #include "status.h"
 
@@ -63,7 +77,8 @@ struct pbservice_server {
 	/* The store: only the lane holder reads or changes these (no mu needed to
 	 * read; a transfer swaps the pointers under mu as well). */
 	pb_store *kv;
-	pb_dups *dups;
+	dkv_sessions *sess;
+	uint64_t next_session; /* the last session id assigned (or held) */
 
 	/* Set at start, read-only afterwards. */
 	char me[DKV_NAME_MAX];
@@ -163,20 +178,59 @@ static void lane_exit(pbservice_server *s)
 
 /* ------------------------------------------------------------ applying */
 
-/* Apply a Put/Append unless this client's request was applied already. Lane held. */
+/* Private verdict of session_verdict: applied already (reply OK, change nothing). */
+#define PB_DONE (-1)
+
+/* What to do with this write (lane held): DKV_OK (apply it), PB_DONE,
+ * DKV_ERR_EXPIRED (its session was evicted: it may have been applied) or
+ * DKV_ERR_INVAL (no session id or sequence number). */
+static int session_verdict(const pbservice_server *s, const pb_putappend_args *a)
+{
+	if (a->client == 0 || a->seq == 0 || a->client >= PB_SESSION_ID_MAX)
+		return DKV_ERR_INVAL;
+	switch (dkv_sessions_check(s->sess, a->client, a->seq, NULL, NULL)) {
+	case DKV_SESS_NEW:
+		return DKV_OK;
+	case DKV_SESS_DUP:
+	case DKV_SESS_STALE: /* an older request of a clerk that has moved on */
+		return PB_DONE;
+	case DKV_SESS_EXPIRED:
+	default:
+		return DKV_ERR_EXPIRED;
+	}
+}
+
+/* Apply a Put/Append unless its session says it was applied already. Lane held. */
 static int apply_putappend(pbservice_server *s, const pb_putappend_args *a)
 {
-	if (pb_dups_get(s->dups, a->client) >= a->seq && a->seq != 0)
+	int rc = session_verdict(s, a);
+	if (rc == PB_DONE)
 		return DKV_OK;
-	/* Reserve the duplicate entry first: once the store has changed, recording the
-	 * request must not fail, or a retry would apply it twice. */
-	int rc = pb_dups_reserve(s->dups);
 	if (rc != DKV_OK)
 		return rc;
+	/* Make the session known first: once the store has changed, recording the
+	 * request must not fail (for a known id without a result it cannot), or a
+	 * retry would apply it twice. */
+	if (!dkv_sessions_known(s->sess, a->client)) {
+		rc = dkv_sessions_open(s->sess, a->client);
+		if (rc != DKV_OK)
+			return rc;
+		if (a->client > s->next_session)
+			s->next_session = a->client;
+	}
 	rc = a->op == PB_OP_PUT ? pb_store_put(s->kv, a->key, a->value)
 	                        : pb_store_append(s->kv, a->key, a->value);
 	if (rc == DKV_OK)
-		rc = pb_dups_set(s->dups, a->client, a->seq);
+		(void)dkv_sessions_record(s->sess, a->client, a->seq, NULL, 0);
+	return rc;
+}
+
+/* Open session `id` (assigned by the primary). Lane held. */
+static int apply_open(pbservice_server *s, uint64_t id)
+{
+	int rc = dkv_sessions_open(s->sess, id);
+	if (rc == DKV_OK && id > s->next_session)
+		s->next_session = id;
 	return rc;
 }
 
@@ -203,8 +257,6 @@ static void view_to_x(pb_view_x *x, viewservice_view *v)
 typedef struct {
 	pb_kv *kvs;
 	size_t nkv;
-	pb_dup *dups;
-	size_t ndup;
 } xfer_build;
 
 static void add_kv(void *ctx, const char *key, const char *value)
@@ -215,41 +267,33 @@ static void add_kv(void *ctx, const char *key, const char *value)
 	b->nkv++;
 }
 
-static void add_dup(void *ctx, uint64_t client, uint64_t seq)
-{
-	xfer_build *b = ctx;
-	b->dups[b->ndup].client = client;
-	b->dups[b->ndup].seq = seq;
-	b->ndup++;
-}
-
 /* Send our whole state to the backup of view v. Lane held. */
 static int transfer(pbservice_server *s, viewservice_view *v)
 {
 	xfer_build b = {0};
-	size_t nkv = pb_store_count(s->kv), ndup = pb_dups_count(s->dups);
+	size_t nkv = pb_store_count(s->kv);
+	void *sbuf = NULL;
+	size_t slen = 0;
 	b.kvs = dkv_malloc((nkv ? nkv : 1) * sizeof(pb_kv));
-	b.dups = dkv_malloc((ndup ? ndup : 1) * sizeof(pb_dup));
-	if (b.kvs == NULL || b.dups == NULL) {
+	if (b.kvs == NULL || dkv_sessions_encode(s->sess, &sbuf, &slen) != DKV_OK) {
 		free(b.kvs);
-		free(b.dups);
 		return DKV_ERR_NOMEM;
 	}
 	pb_store_foreach(s->kv, add_kv, &b);
-	pb_dups_foreach(s->dups, add_dup, &b);
 
 	pb_transfer_args args;
 	view_to_x(&args.view, v);
 	args.kvs.kvs_len = (u_int)b.nkv;
 	args.kvs.kvs_val = b.kvs;
-	args.dups.dups_len = (u_int)b.ndup;
-	args.dups.dups_val = b.dups;
+	args.sessions.sessions_len = (u_int)slen;
+	args.sessions.sessions_val = sbuf;
+	args.next_session = s->next_session;
 	pb_reply res = {0};
 	int rc = dkv_rpc_call(s->pool, v->backup, PB_PROG, PB_VERS, PB_TRANSFER,
 	                      (xdrproc_t)xdr_pb_transfer_args, &args, (xdrproc_t)xdr_pb_reply, &res,
 	                      PB_XFER_TIMEOUT_MS);
 	free(b.kvs);
-	free(b.dups);
+	free(sbuf);
 	if (rc == DKV_OK) {
 		rc = res.err;
 		xdr_free((xdrproc_t)xdr_pb_reply, (char *)&res);
@@ -270,11 +314,18 @@ static int transfer(pbservice_server *s, viewservice_view *v)
 
 /* Forward one client operation to the backup of v. Lane held. */
 static int forward(pbservice_server *s, viewservice_view *v, const pb_get_args *g,
-                   const pb_putappend_args *pa)
+                   const pb_putappend_args *pa, const uint64_t *open_id)
 {
 	pb_reply res = {0};
 	int rc;
-	if (g != NULL) {
+	if (open_id != NULL) {
+		pb_fwd_open_args fa;
+		view_to_x(&fa.view, v);
+		fa.id = *open_id;
+		rc = dkv_rpc_call(s->pool, v->backup, PB_PROG, PB_VERS, PB_FWD_OPEN,
+		                  (xdrproc_t)xdr_pb_fwd_open_args, &fa, (xdrproc_t)xdr_pb_reply, &res,
+		                  PB_FWD_TIMEOUT_MS);
+	} else if (g != NULL) {
 		pb_fwd_get_args fa;
 		view_to_x(&fa.view, v);
 		fa.a = *g;
@@ -308,11 +359,12 @@ static bool backoff(pbservice_server *s, unsigned ms)
 }
 
 /*
- * Run one client operation as primary: exactly one of g (Get) and pa (Put or
- * Append). For a Get, *value receives a malloc'ed copy. Lane held.
+ * Run one client operation as primary: exactly one of g (Get), pa (Put or
+ * Append) and open_id (open a session: the id assigned is written there). For a
+ * Get, *value receives a malloc'ed copy. Lane held.
  */
 static int op_in_lane(pbservice_server *s, const pb_get_args *g, const pb_putappend_args *pa,
-                      char **value)
+                      uint64_t *open_id, char **value)
 {
 	unsigned delay = 1;
 	for (int attempt = 0;; attempt++) {
@@ -331,18 +383,32 @@ static int op_in_lane(pbservice_server *s, const pb_get_args *g, const pb_putapp
 		pthread_mutex_unlock(&s->mu);
 
 		if (pa != NULL) {
-			if (pb_dups_get(s->dups, pa->client) >= pa->seq && pa->seq != 0)
+			int verdict = session_verdict(s, pa);
+			if (verdict == PB_DONE)
 				return DKV_OK; /* a retry of a request already applied */
+			if (verdict != DKV_OK)
+				return verdict;
 			if (too_long(s, pa))
 				return DKV_ERR_INVAL;
 		}
+		if (open_id != NULL)
+			*open_id = s->next_session + 1;
 
 		int rc = DKV_OK;
 		if (v.backup[0] != '\0') {
 			if (need_xfer)
 				rc = transfer(s, &v);
 			if (rc == DKV_OK)
-				rc = forward(s, &v, g, pa);
+				rc = forward(s, &v, g, pa, open_id);
+		}
+		if (rc == DKV_OK && open_id != NULL) {
+			rc = apply_open(s, *open_id);
+			if (rc != DKV_OK) {
+				pthread_mutex_lock(&s->mu);
+				s->xfer_view = 0; /* the backup opened it, we could not: re-sync */
+				pthread_mutex_unlock(&s->mu);
+			}
+			return rc;
 		}
 		if (rc == DKV_OK) {
 			if (pa != NULL) {
@@ -364,12 +430,12 @@ static int op_in_lane(pbservice_server *s, const pb_get_args *g, const pb_putapp
 			s->xfer_view = 0;
 			pthread_mutex_unlock(&s->mu);
 		} else if (rc == DKV_ERR_WRONG_SERVER || rc == DKV_ERR_KILLED ||
-		           rc == DKV_ERR_NOMEM || rc == DKV_ERR_INVAL) {
+		           rc == DKV_ERR_NOMEM || rc == DKV_ERR_INVAL || rc == DKV_ERR_EXPIRED) {
 			return rc;
 		}
 		/* A network error, or the backup needs our state: try again, briefly. */
 		if (attempt + 1 >= PB_FWD_ATTEMPTS) {
-			if (pa != NULL) {
+			if (pa != NULL || open_id != NULL) {
 				/* The backup may hold this write: re-sync it before the next forward. */
 				pthread_mutex_lock(&s->mu);
 				s->xfer_view = 0;
@@ -385,7 +451,7 @@ static int op_in_lane(pbservice_server *s, const pb_get_args *g, const pb_putapp
 
 /* Run a client operation: quick rejection when not primary, else in the lane. */
 static int primary_op(pbservice_server *s, const pb_get_args *g, const pb_putappend_args *pa,
-                      char **value)
+                      uint64_t *open_id, char **value)
 {
 	pthread_mutex_lock(&s->mu);
 	bool ok = is_primary_locked(s);
@@ -394,7 +460,7 @@ static int primary_op(pbservice_server *s, const pb_get_args *g, const pb_putapp
 		return DKV_ERR_WRONG_SERVER;
 	if (!lane_enter(s))
 		return DKV_ERR_KILLED;
-	int rc = op_in_lane(s, g, pa, value);
+	int rc = op_in_lane(s, g, pa, open_id, value);
 	lane_exit(s);
 	return rc;
 }
@@ -407,7 +473,7 @@ static void handle_get(void *inst, void *argp, void *resp)
 	pb_get_args *args = argp;
 	pb_get_reply *res = resp;
 	char *value = NULL;
-	res->err = primary_op(s, args, NULL, &value);
+	res->err = primary_op(s, args, NULL, NULL, &value);
 	res->value = value != NULL ? value : dkv_strdup("");
 }
 
@@ -420,7 +486,17 @@ static void handle_putappend(void *inst, void *argp, void *resp)
 		res->err = DKV_ERR_INVAL;
 		return;
 	}
-	res->err = primary_op(s, NULL, args, NULL);
+	res->err = primary_op(s, NULL, args, NULL, NULL);
+}
+
+static void handle_open(void *inst, void *argp, void *resp)
+{
+	pbservice_server *s = inst;
+	pb_open_reply *res = resp;
+	(void)argp;
+	uint64_t id = 0;
+	res->err = primary_op(s, NULL, NULL, &id, NULL);
+	res->id = res->err == DKV_OK ? id : 0;
 }
 
 /*
@@ -483,6 +559,31 @@ static void handle_fwd_putappend(void *inst, void *argp, void *resp)
 	res->err = rc;
 }
 
+static void handle_fwd_open(void *inst, void *argp, void *resp)
+{
+	pbservice_server *s = inst;
+	pb_fwd_open_args *args = argp;
+	pb_reply *res = resp;
+	int rc = check_from_primary(s, &args->view, true);
+	if (rc != DKV_OK) {
+		res->err = rc;
+		return;
+	}
+	if (args->id == 0 || args->id >= PB_SESSION_ID_MAX) {
+		res->err = DKV_ERR_INVAL;
+		return;
+	}
+	if (!lane_enter(s)) {
+		res->err = DKV_ERR_KILLED;
+		return;
+	}
+	rc = check_from_primary(s, &args->view, true);
+	if (rc == DKV_OK)
+		rc = apply_open(s, args->id);
+	lane_exit(s);
+	res->err = rc;
+}
+
 static void handle_transfer(void *inst, void *argp, void *resp)
 {
 	pbservice_server *s = inst;
@@ -495,8 +596,11 @@ static void handle_transfer(void *inst, void *argp, void *resp)
 	}
 	/* Build the new store from the decoded strings, taking them over. */
 	pb_store *kv = pb_store_new();
-	pb_dups *dups = pb_dups_new();
-	rc = kv != NULL && dups != NULL ? DKV_OK : DKV_ERR_NOMEM;
+	dkv_sessions *sess = dkv_sessions_decode(args->sessions.sessions_val,
+	                                         args->sessions.sessions_len, PB_SESSION_CAP);
+	rc = kv == NULL ? DKV_ERR_NOMEM
+	     : sess == NULL ? (errno == ENOMEM ? DKV_ERR_NOMEM : DKV_ERR_INVAL)
+	                    : DKV_OK;
 	for (u_int i = 0; rc == DKV_OK && i < args->kvs.kvs_len; i++) {
 		pb_kv *e = &args->kvs.kvs_val[i];
 		if (e->key == NULL || e->value == NULL)
@@ -505,28 +609,27 @@ static void handle_transfer(void *inst, void *argp, void *resp)
 		if (rc == DKV_OK)
 			e->key = e->value = NULL; /* ours now: xdr_free skips NULLs */
 	}
-	for (u_int i = 0; rc == DKV_OK && i < args->dups.dups_len; i++)
-		rc = pb_dups_set(dups, args->dups.dups_val[i].client, args->dups.dups_val[i].seq);
 	if (rc == DKV_OK && !lane_enter(s))
 		rc = DKV_ERR_KILLED;
 	if (rc == DKV_OK) {
 		rc = check_from_primary(s, &args->view, false);
 		if (rc == DKV_OK) {
 			pb_store *okv = s->kv;
-			pb_dups *odups = s->dups;
+			dkv_sessions *osess = s->sess;
 			pthread_mutex_lock(&s->mu);
 			s->kv = kv;
-			s->dups = dups;
+			s->sess = sess;
+			s->next_session = args->next_session;
 			s->synced_view = args->view.viewnum;
 			s->has_state = true;
 			pthread_mutex_unlock(&s->mu);
 			kv = okv;
-			dups = odups;
+			sess = osess;
 		}
 		lane_exit(s);
 	}
 	pb_store_free(kv);
-	pb_dups_free(dups);
+	dkv_sessions_free(sess);
 	res->err = rc;
 }
 
@@ -541,6 +644,10 @@ static const dkv_rpc_proc pb_procs[] = {
 	 (xdrproc_t)xdr_pb_reply, sizeof(pb_reply), handle_fwd_putappend},
 	{PB_TRANSFER, (xdrproc_t)xdr_pb_transfer_args, sizeof(pb_transfer_args),
 	 (xdrproc_t)xdr_pb_reply, sizeof(pb_reply), handle_transfer},
+	{PB_OPEN, (xdrproc_t)xdr_pb_open_args, sizeof(pb_open_args), (xdrproc_t)xdr_pb_open_reply,
+	 sizeof(pb_open_reply), handle_open},
+	{PB_FWD_OPEN, (xdrproc_t)xdr_pb_fwd_open_args, sizeof(pb_fwd_open_args),
+	 (xdrproc_t)xdr_pb_reply, sizeof(pb_reply), handle_fwd_open},
 };
 
 /* ------------------------------------------------------------ the ticker */
@@ -670,9 +777,9 @@ pbservice_server *pbservice_server_start(const char *vshost, const char *me)
 	strcpy(s->vshost, vshost);
 	int err = ENOMEM;
 	s->kv = pb_store_new();
-	s->dups = pb_dups_new();
+	s->sess = dkv_sessions_new(PB_SESSION_CAP);
 	s->pool = dkv_rpc_pool_new();
-	if (s->kv == NULL || s->dups == NULL || s->pool == NULL)
+	if (s->kv == NULL || s->sess == NULL || s->pool == NULL)
 		goto fail_alloc;
 	if ((err = pthread_mutex_init(&s->mu, NULL)) != 0)
 		goto fail_alloc;
@@ -717,7 +824,7 @@ fail_kill_mu:
 fail_alloc:
 	dkv_rpc_pool_free(s->pool);
 	pb_store_free(s->kv);
-	pb_dups_free(s->dups);
+	dkv_sessions_free(s->sess);
 	free(s);
 	errno = err;
 	return NULL;
@@ -754,7 +861,7 @@ void pbservice_server_free(pbservice_server *s)
 	dkv_rpc_server_free(s->rpcs);
 	dkv_rpc_pool_free(s->pool);
 	pb_store_free(s->kv);
-	pb_dups_free(s->dups);
+	dkv_sessions_free(s->sess);
 	pthread_cond_destroy(&s->tick_cv);
 	pthread_cond_destroy(&s->lane_cv);
 	pthread_mutex_destroy(&s->kill_mu);
@@ -766,4 +873,13 @@ void pbservice_server_set_unreliable(pbservice_server *s, bool on)
 {
 	if (s != NULL)
 		dkv_rpc_server_set_unreliable(s->rpcs, on);
+}
+
+size_t pbservice_server_session_count(pbservice_server *s)
+{
+	if (s == NULL || !lane_enter(s))
+		return 0;
+	size_t n = dkv_sessions_count(s->sess);
+	lane_exit(s);
+	return n;
 }

@@ -30,6 +30,7 @@
 #include "dkv/viewservice.h"
 #include "dkv_internal.h"
 #include "pb_prot.h"
+#include "../pbservice/pb_internal.h"
 #include "../pbservice/pb_store.h"
 #include "../viewservice/vs_core.h"
 #include "../viewservice/vs_server_internal.h"
@@ -1634,6 +1635,191 @@ static void test_pbservice_view_service_restarted_without_state_mid_workload(voi
 	vs_restart_workload("vsrmem", false);
 }
 
+/* ------------------------------------------------------------ sessions */
+
+/* Open a session at `name` with a raw PB_OPEN; its id, or 0. */
+static uint64_t raw_open(dkv_rpc_pool *pool, const char *name)
+{
+	pb_open_args a = {0};
+	pb_open_reply r;
+	memset(&r, 0, sizeof r);
+	int rc = dkv_rpc_call(pool, name, PB_PROG, PB_VERS, PB_OPEN, (xdrproc_t)xdr_pb_open_args,
+	                      &a, (xdrproc_t)xdr_pb_open_reply, &r, 5000);
+	if (rc != DKV_OK)
+		return 0;
+	uint64_t id = r.err == DKV_OK ? r.id : 0;
+	xdr_free((xdrproc_t)xdr_pb_open_reply, (char *)&r);
+	return id;
+}
+
+/* Wait until the view is (a, b) or (b, a), acknowledged. */
+static void wait_view_any_pair(pb_env *e, const char *a, const char *b)
+{
+	WAIT_UNTIL(view_is(e, a, b) || view_is(e, b, a), 10000);
+}
+
+/* One short-lived clerk: one Append, freed. */
+static void one_clerk_append(pb_env *e, const char *key, const char *val)
+{
+	pbservice_clerk *ck = new_clerk(e);
+	assert_int_equal(pbservice_clerk_append(ck, key, val), DKV_OK);
+	pbservice_clerk_free(ck);
+}
+
+/* Session memory stays flat over many clients (at most PB_SESSION_CAP sessions on
+ * the primary and the backup, live heap flat); the oldest clerk, whose session was
+ * evicted, has its next write applied once through a new session; session ids
+ * increase across a failover; a duplicate after failover is still detected; and a
+ * retry under an evicted session gets DKV_ERR_EXPIRED, never a second application. */
+static void test_pbservice_session_memory_stays_flat_over_many_clients(void **state)
+{
+	(void)state;
+	pb_env e;
+	env_start(&e, "sess");
+	char n1[DKV_NAME_MAX], n2[DKV_NAME_MAX];
+	pb_port(&e, n1, 1);
+	pb_port(&e, n2, 2);
+	pbservice_server *s1 = start_server(&e, 1);
+	wait_view(&e, n1, "");
+	pbservice_server *s2 = start_server(&e, 2);
+	wait_view(&e, n1, n2);
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	assert_non_null(pool);
+
+	pbservice_clerk *oldest = new_clerk(&e);
+	assert_int_equal(pbservice_clerk_append(oldest, "c", "f"), DKV_OK);
+	uint64_t early = raw_open(pool, n1); /* a raw session, evicted below */
+	assert_true(early > 0);
+	assert_int_equal(raw_append(pool, n1, "r", "1", early, 1), DKV_OK);
+
+	int warm = PB_SESSION_CAP + 100, more = th_under_valgrind() ? 200 : 2000;
+	for (int i = 0; i < warm; i++)
+		one_clerk_append(&e, "c", "x");
+	size_t heap0 = th_live_heap();
+	for (int i = 0; i < more; i++)
+		one_clerk_append(&e, "c", "x");
+	size_t heap1 = th_live_heap();
+	assert_true(pbservice_server_session_count(s1) <= PB_SESSION_CAP);
+	assert_true(pbservice_server_session_count(s2) <= PB_SESSION_CAP);
+	/* A leak of even 32 bytes per client would exceed this. */
+	if (heap1 > heap0 + 64 * 1024)
+		fail_msg("live heap grew by %zu bytes over %d more clients", heap1 - heap0, more);
+
+	/* The evicted raw session: a retry of its applied request is refused, not
+	 * re-applied. (A loaded machine may have caused a failover meanwhile: ask
+	 * the view service who the primary is.) */
+	wait_view_any_pair(&e, n1, n2);
+	char p[DKV_NAME_MAX];
+	vprimary(&e, p);
+	assert_int_equal(raw_append(pool, p, "r", "1", early, 1), DKV_ERR_EXPIRED);
+	assert_int_equal(raw_append(pool, p, "r", "2", early, 2), DKV_ERR_EXPIRED);
+	pbservice_clerk *ck = new_clerk(&e);
+	check(ck, "r", "1");
+	/* The oldest clerk's session is gone too: its next write opens a new one by
+	 * itself. (A Get first: if a loaded machine moved the primary meanwhile, the
+	 * clerk finds the new one without sending the write twice — a write's retry
+	 * that meets EXPIRED returns DKV_ERR_EXPIRED, by the rule.) */
+	char *v = NULL;
+	assert_int_equal(pbservice_clerk_get(oldest, "c", &v), DKV_OK);
+	free(v);
+	v = NULL;
+	assert_int_equal(pbservice_clerk_append(oldest, "c", "g"), DKV_OK);
+	assert_int_equal(pbservice_clerk_get(ck, "c", &v), DKV_OK);
+	size_t len = strlen(v);
+	assert_int_equal(len, 1 + (size_t)warm + (size_t)more + 1);
+	assert_int_equal(v[0], 'f');
+	assert_int_equal(v[len - 1], 'g');
+	for (size_t i = 1; i + 1 < len; i++)
+		assert_int_equal(v[i], 'x');
+	free(v);
+
+	/* A duplicate after failover, under an opened session; ids keep increasing. */
+	wait_view_any_pair(&e, n1, n2);
+	vprimary(&e, p);
+	bool one = strcmp(p, n1) == 0;
+	const char *q = one ? n2 : n1; /* the backup, primary after the failover */
+	uint64_t id = raw_open(pool, p);
+	assert_true(id > early);
+	assert_int_equal(raw_append(pool, p, "d", "x", id, 1), DKV_OK);
+	pbservice_server_kill(one ? s1 : s2);
+	wait_view(&e, q, "");
+	WAIT_UNTIL(raw_append(pool, q, "d", "x", id, 1) == DKV_OK, 10000);
+	check(ck, "d", "x");
+	assert_int_equal(raw_append(pool, q, "d", "y", id, 2), DKV_OK);
+	check(ck, "d", "xy");
+	uint64_t id2 = raw_open(pool, q);
+	assert_true(id2 > id);
+
+	dkv_rpc_pool_free(pool);
+	pbservice_clerk_free(ck);
+	pbservice_clerk_free(oldest);
+	pbservice_server_free(s1);
+	pbservice_server_free(s2);
+	env_stop(&e);
+}
+
+/* A server never acts on a view numbered below one it has seen: a transfer or a
+ * forward that names an older view (say, from a server a restarted view service
+ * made primary of view 1) is refused, and the backup's data stays as it was. */
+static void test_pbservice_server_never_acts_on_an_older_view(void **state)
+{
+	(void)state;
+	pb_env e;
+	env_start(&e, "older");
+	char n1[DKV_NAME_MAX], n2[DKV_NAME_MAX], nx[DKV_NAME_MAX];
+	pb_port(&e, n1, 1);
+	pb_port(&e, n2, 2);
+	pb_port(&e, nx, 9);
+	pbservice_server *s1 = start_server(&e, 1);
+	wait_view(&e, n1, "");
+	pbservice_server *s2 = start_server(&e, 2);
+	wait_view(&e, n1, n2);
+	pbservice_clerk *ck = new_clerk(&e);
+	assert_int_equal(pbservice_clerk_put(ck, "a", "1"), DKV_OK);
+	assert_true(vpeek(&e, NULL).viewnum >= 2);
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	assert_non_null(pool);
+
+	/* An empty transfer "for view 1, primary nx, backup n2". */
+	pb_transfer_args t;
+	memset(&t, 0, sizeof t);
+	t.view.viewnum = 1;
+	t.view.primary = nx;
+	t.view.backup = n2;
+	pb_reply r = {0};
+	assert_int_equal(dkv_rpc_call(pool, n2, PB_PROG, PB_VERS, PB_TRANSFER,
+	                              (xdrproc_t)xdr_pb_transfer_args, &t, (xdrproc_t)xdr_pb_reply,
+	                              &r, 5000),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_ERR_WRONG_SERVER);
+	/* A forwarded Put under view 1. */
+	pb_fwd_putappend_args f;
+	memset(&f, 0, sizeof f);
+	f.view = t.view;
+	f.a.key = (char *)"a";
+	f.a.value = (char *)"stale";
+	f.a.op = PB_OP_PUT;
+	f.a.client = 77;
+	f.a.seq = 1;
+	memset(&r, 0, sizeof r);
+	assert_int_equal(dkv_rpc_call(pool, n2, PB_PROG, PB_VERS, PB_FWD_PUTAPPEND,
+	                              (xdrproc_t)xdr_pb_fwd_putappend_args, &f,
+	                              (xdrproc_t)xdr_pb_reply, &r, 5000),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_ERR_WRONG_SERVER);
+
+	/* n2 still holds the data: after a failover it serves "1". */
+	pbservice_server_kill(s1);
+	wait_view(&e, n2, "");
+	check(ck, "a", "1");
+
+	dkv_rpc_pool_free(pool);
+	pbservice_clerk_free(ck);
+	pbservice_server_free(s1);
+	pbservice_server_free(s2);
+	env_stop(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1655,6 +1841,8 @@ int main(void)
 		cmocka_unit_test(test_pbservice_kill_and_free_leave_no_threads_or_memory),
 		cmocka_unit_test(test_pbservice_constructors_survive_allocation_failure_at_every_step),
 		cmocka_unit_test(test_pbservice_store_keeps_every_key_across_growth),
+		cmocka_unit_test(test_pbservice_session_memory_stays_flat_over_many_clients),
+		cmocka_unit_test(test_pbservice_server_never_acts_on_an_older_view),
 		cmocka_unit_test(test_pbservice_view_service_restart_keeps_failover_working),
 		cmocka_unit_test(test_pbservice_view_service_restart_never_makes_a_fresh_server_primary),
 		cmocka_unit_test(test_pbservice_view_service_restarted_on_its_directory_mid_workload),

@@ -743,6 +743,28 @@ static void test_viewservice_core_lost_state_adopts_nobody_it_cannot_vouch_for(v
 	rping(&c, "p", 4, rep(4, "p", "", true), 2);
 	assert_core_view(&c, 6, "p", "");
 	vs_core_destroy(&c);
+
+	/* 7. a plain restart that a fresh server pinged first (it got view 1): the old
+	 * primary's ping of view 5 withdraws view 1, and the old primary is adopted */
+	vs_core_init(&c, DEAD);
+	rping(&c, "f", 0, rep(0, "", "", false), 0);
+	assert_core_view(&c, 1, "f", "");
+	rping(&c, "p", 5, rep(5, "p", "", true), 1);
+	assert_core_view(&c, 7, "p", ""); /* withdrawn, then adopted on that ping */
+	vs_core_destroy(&c);
+
+	/* 8. the same with the old view 2 = (p, b): f's "primary of view 1 with data"
+	 * (a view this incarnation issued, then withdrew) is never adopted */
+	vs_core_init(&c, DEAD);
+	rping(&c, "f", 0, rep(0, "", "", false), 0);
+	assert_core_view(&c, 1, "f", "");
+	rping(&c, "p", 2, rep(2, "p", "b", true), 1);
+	assert_core_view(&c, 0, "", "");
+	rping(&c, "f", 1, rep(1, "f", "", true), 2);
+	assert_core_view(&c, 0, "", "");
+	rping(&c, "b", 2, rep(2, "p", "b", true), 3);
+	assert_core_view(&c, 4, "p", "");
+	vs_core_destroy(&c);
 }
 
 /* A view restored from disk is exactly the one saved, and its members get dead_ms

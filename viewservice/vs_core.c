@@ -28,9 +28,9 @@
  * Servers silent for 10 * dead_ms and in no role are forgotten (bounded memory).
  *
  * Lost state (`recovering`): a view service that ran before and lost its
- * state (started with `restart` and no directory, or an empty one; or a fresh
- * service whose very first ping names a view > 0: someone knows a view we do
- * not). Handing out view 1 again would be wrong both ways: the old primary
+ * state (started with `restart` and no directory, or an empty one; or any
+ * service that is pinged with a view number above its own: someone knows a
+ * view we never issued — then the view it had handed out since is withdrawn). Handing out view 1 again would be wrong both ways: the old primary
  * ignores a view older than its own (failover silently stops), and a fresh
  * server made primary serves an empty store next to the old primary. So a
  * recovering service hands out no view (replies carry view 0) and adopts:
@@ -212,6 +212,8 @@ static void try_adopt(vs_core *c, uint64_t now_ms)
 		const viewservice_view *l = &s->report.view;
 		if (l->viewnum == 0 || strcmp(l->primary, s->name) != 0)
 			continue; /* not a data-holding primary */
+		if (l->viewnum <= c->withdrawn)
+			continue; /* maybe a view we issued before we knew we had lost our state */
 		if (c->max_seen > l->viewnum + 1)
 			continue; /* someone knows a later view: S may be stale */
 		if (l->backup[0] != '\0') {
@@ -256,13 +258,22 @@ int vs_core_ping_report(vs_core *c, const char *me, unsigned viewnum, const vs_r
 	if (s == NULL)
 		rc = DKV_ERR_NOMEM;
 
-	/* A fresh service whose first ping names a view: that view came from an
-	 * earlier incarnation of this service, whose state we lack. */
-	if (c->view.viewnum == 0 && !c->recovering &&
-	    (viewnum > 0 || (rep != NULL && (rep->view.viewnum > 0 || rep->data)))) {
-		DKV_WARN("viewservice: %s pinged view %u but this service has no state: "
-		         "treating it as restarted (waiting to adopt the last view)", me,
-		         rep != NULL && rep->view.viewnum > viewnum ? rep->view.viewnum : viewnum);
+	/* A ping that names a view above ours (or a fresh service's first ping that
+	 * names any view, or claims data): that view came from an earlier
+	 * incarnation of this service, whose state we lack. Views come only from
+	 * us, so this never happens to a service that kept its state. Whatever we
+	 * handed out since the restart is withdrawn (view 0) until adoption. */
+	unsigned named = rep != NULL && rep->view.viewnum > viewnum ? rep->view.viewnum : viewnum;
+	if (!c->recovering &&
+	    (named > c->view.viewnum ||
+	     (c->view.viewnum == 0 && rep != NULL && rep->data))) {
+		DKV_WARN("viewservice: %s pinged view %u but this service is at view %u: it has "
+		         "lost its state; treating it as restarted (waiting to adopt the last view)",
+		         me, named, c->view.viewnum);
+		if (c->view.viewnum > c->withdrawn)
+			c->withdrawn = c->view.viewnum;
+		memset(&c->view, 0, sizeof c->view);
+		c->acked = false;
 		c->recovering = true;
 	}
 	if (c->recovering) {

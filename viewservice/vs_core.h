@@ -37,6 +37,7 @@ typedef struct {
 	bool acked;            /* the primary of `view` has pinged view.viewnum */
 	bool recovering;       /* state lost: no view is handed out until adoption */
 	unsigned max_seen;     /* recovering: the highest view number heard of */
+	unsigned withdrawn;    /* highest view this incarnation issued, then withdrew */
 	vs_core_server *servers; /* known servers, in order of first ping */
 	size_t nservers, cap;
 	uint64_t dead_ms; /* silence after which a server is dead (PI * DP) */

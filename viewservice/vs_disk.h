@@ -1,13 +1,8 @@
 /*
  * viewservice/vs_disk.h — the view service's data directory: one small state
- * file, replaced atomically.
- *
- * Interim: this is the small atomic state file of issue 14 (write "STATE.tmp",
- * fsync it, rename it over "STATE", fsync the directory), with a LOCK file
- * (flock: one live server per directory) and an IDENTITY file. It is written
- * behind these four functions so that it can move onto src/storage.h
- * (dkv_dir_open + dkv_snap_write/read) once that lands, without touching the
- * server. Every failure writes a log line naming the file.
+ * snapshot, replaced atomically, on the shared storage layer (src/storage.h:
+ * dkv_dir_open for the directory, its lock and identity; dkv_snap_write/read
+ * for the file). Every failure writes a log line naming the file.
  */
 #ifndef DKV_VS_DISK_H
 #define DKV_VS_DISK_H

@@ -4,9 +4,12 @@
  * Servers take the roles the view service (dkv/viewservice.h) gives them. The
  * primary serves clerks and forwards every operation — Gets too — to the backup,
  * answering only once the backup has agreed; a new backup first receives the
- * whole database and duplicate table. Put and Append are applied at most once
- * per clerk request, across retries and failovers. A restarted server starts
- * empty and never acts as primary on its own.
+ * whole database and session table. Put and Append are applied at most once
+ * per clerk request, across retries and failovers: a clerk's writes run in a
+ * session the primary opens for it; servers remember a bounded number of
+ * sessions (the least recently used is forgotten). A restarted server starts
+ * empty and never acts as primary on its own; a server never acts on a view
+ * numbered below one it has seen.
  *
  * Servers ping the view service every VIEWSERVICE_PING_INTERVAL_MS, never per
  * request. Clerks cache the primary and ask the view service only after a failure.
@@ -57,8 +60,8 @@ void pbservice_server_set_unreliable(pbservice_server *srv, bool on);
 
 /*
  * pbservice_clerk_new: a clerk for the service whose view service is at `vshost`
- * (copied). `me` is a label for logs only ("" or NULL allowed). It draws a random
- * 64-bit client id. No RPC is made here. Returns NULL and sets errno (EINVAL,
+ * (copied). `me` is a label for logs only ("" or NULL allowed). No RPC is made
+ * here: the clerk opens its session at the primary before its first write. Returns NULL and sets errno (EINVAL,
  * ENOMEM). Release with pbservice_clerk_free(). One thread at a time.
  */
 pbservice_clerk *pbservice_clerk_new(const char *vshost, const char *me);
@@ -85,7 +88,11 @@ int pbservice_clerk_get(pbservice_clerk *ck, const char *key, char **value);
  * pbservice_clerk_put: set key to value (both copied). Applied exactly once when
  * DKV_OK is returned. Returns DKV_OK, DKV_ERR_TIMEOUT (may or may not have been
  * applied), DKV_ERR_INVAL (NULL arguments, key over DKV_KEY_MAX or value over
- * DKV_VALUE_MAX bytes: nothing is sent).
+ * DKV_VALUE_MAX bytes: nothing is sent), DKV_ERR_EXPIRED (the servers forgot
+ * this clerk's session while the call was being retried: it may or may not
+ * have been applied; the next call opens a new session). When the session is
+ * found forgotten on a call's first attempt, nothing was applied: the clerk
+ * opens a new session and sends the call again by itself.
  */
 int pbservice_clerk_put(pbservice_clerk *ck, const char *key, const char *value);
 

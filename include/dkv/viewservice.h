@@ -44,8 +44,25 @@ typedef struct viewservice_clerk viewservice_clerk;
  */
 viewservice_server *viewservice_server_start(const char *me);
 
-/* viewservice_server_start_opts: viewservice_server_start with start options
- * (dkv_server_opts, dkv/common.h); opts NULL = the plain start. */
+/*
+ * viewservice_server_start_opts: viewservice_server_start with start options
+ * (dkv_server_opts, dkv/common.h); opts NULL = the plain start.
+ *   dir      the view (number, primary, backup, acknowledged) is on disk
+ *            before any reply reveals it; started again on the directory the
+ *            service continues at exactly that view. no_fsync: written, not
+ *            fsync'ed. A directory that cannot be used: NULL, errno EBUSY (in
+ *            use), EINVAL (another server's, or not dkv's), EIO (damaged),
+ *            EACCES, ENOTDIR, with a log line naming the file.
+ *   restart  (without state to read: no dir, or a fresh one) the service has
+ *            run before and lost its state: it hands out no view (replies
+ *            carry view 0) until the primary of the last view and that view's
+ *            backup, if any, report holding it; it then continues at that
+ *            view's number + 2 with the same primary. Availability waits for
+ *            them (for ever if one of them is dead or restarted); answers are
+ *            never stale or empty because of the restart.
+ * Any service that is pinged with a view number above its own treats itself
+ * as restarted the same way (views come only from it).
+ */
 viewservice_server *viewservice_server_start_opts(const char *me, const dkv_server_opts *opts);
 
 /*
