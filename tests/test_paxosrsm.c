@@ -946,7 +946,12 @@ static void test_paxosrsm_engine_first_proposal_meets_forgotten_no_wedge(void **
 	void *res = NULL;
 	size_t rl = 0;
 	int rc = paxosrsm_submit(ec->r[2], &c, "op w", 4, 20000, &res, &rl);
-	assert_int_equal(rc, DKV_OK);
+	if (rc != DKV_OK) {
+		paxosrsm_info d;
+		paxosrsm_get_info(ec->r[2], &d);
+		fail_msg("submit at the fresh replica: %s (role %d applied %d min %d max %d)",
+		         dkv_strerror(rc), d.role, d.applied, d.paxos_min, d.paxos_max);
+	}
 	assert_non_null(res);
 	free(res);
 	WAIT_UNTIL(st_len(ec, 0) == 41 && st_len(ec, 2) == 41, 10000);
