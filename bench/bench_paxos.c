@@ -17,18 +17,24 @@
  *                     peer 0.
  *   paxosrsm add_op   one caller, then 10 concurrent callers, on replica 0:
  *                     ops/s, p50/p99 latency.
+ *   fdatasync floor   64-byte append + fdatasync on the data directories' disk.
+ *   durable paxos ... the same workloads with every peer on a data directory
+ *                     (acceptor records fdatasynced before replies).
  * DKV_BENCH_SECONDS (default 2) bounds each row.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dkv/paxos.h"
 #include "dkv/paxosrsm.h"
 #include "dkv_internal.h"
 #include "../paxos/paxos_internal.h"
+#include "bench_out.h"
 
 #define NP 3
 
@@ -102,22 +108,78 @@ static double null_rpc_us(void)
 	double p50 = (double)pct(lat, n, 0.5);
 	printf("%-24s %10.0f calls/s  p50 %7.1f us  p99 %7.1f us\n", "null RPC (pooled)",
 	       (double)n / (bench_seconds() / 2), p50, (double)pct(lat, n, 0.99));
+	bench_out("bench=paxos\trow=null RPC (pooled)\tclients=1\tops_s=%.0f\tp50_us=%.1f\tp99_us=%.1f",
+	          (double)n / (bench_seconds() / 2), p50, (double)pct(lat, n, 0.99));
 	free(lat);
 	dkv_rpc_pool_free(pool);
 	return p50;
 }
 
-static void bench_paxos(int inflight, bool rr, double null_us)
+static char dirnames[NP][DKV_NAME_MAX];
+
+static void rm_dir(const char *path)
+{
+	char f[DKV_NAME_MAX + 32];
+	const char *files[] = {"LOCK", "IDENTITY", "paxos.log", "paxos.log.tmp", "fsync.bench"};
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(f, sizeof f, "%s/%s", path, files[i]);
+		unlink(f);
+	}
+	rmdir(path);
+}
+
+/* The fdatasync floor of the data directory's disk: 64-byte append + fdatasync. */
+static double fdatasync_us(void)
+{
+	char dir[DKV_NAME_MAX], f[DKV_NAME_MAX + 32];
+	snprintf(dir, sizeof dir, "/var/tmp/dkv-bench-%d-fsync", (int)getpid());
+	mkdir(dir, 0700);
+	snprintf(f, sizeof f, "%s/fsync.bench", dir);
+	int fd = open(f, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	if (fd < 0) return 0;
+	uint64_t *lat = malloc(100000 * sizeof *lat);
+	size_t n = 0;
+	char buf[64] = {0};
+	uint64_t end = dkv_now_us() + (uint64_t)(bench_seconds() * 1e6 / 4);
+	while (dkv_now_us() < end && n < 100000) {
+		uint64_t t0 = dkv_now_us();
+		if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf || fdatasync(fd) != 0) break;
+		lat[n++] = dkv_now_us() - t0;
+	}
+	close(fd);
+	double p50 = (double)pct(lat, n, 0.5);
+	printf("%-24s %10.0f syncs/s  p50 %7.1f us  p99 %7.1f us  (%s)\n", "fdatasync floor",
+	       (double)n / (bench_seconds() / 4), p50, (double)pct(lat, n, 0.99), dir);
+	free(lat);
+	rm_dir(dir);
+	return p50;
+}
+
+static void bench_paxos(int inflight, bool rr, bool durable, double null_us, double fsync_us)
 {
 	char tag[16];
-	snprintf(tag, sizeof tag, "px%d%s", inflight, rr ? "r" : "");
+	snprintf(tag, sizeof tag, "px%d%s%s", inflight, rr ? "r" : "", durable ? "d" : "");
 	make_names(tag);
 	watch w = {.decided = 0};
 	pthread_mutex_init(&w.mu, NULL);
 	dkv_cond_init(&w.cv);
 	paxos *px[NP];
+	dkv_dir *dirs[NP] = {NULL};
 	for (int i = 0; i < NP; i++) {
-		px[i] = i == 0 ? px_make(peers, NP, 0, NULL, on_decide, &w) : paxos_make(peers, NP, i, NULL);
+		if (durable) {
+			snprintf(dirnames[i], sizeof dirnames[i], "/var/tmp/dkv-bench-%d-%s-d%d", (int)getpid(), tag, i);
+			rm_dir(dirnames[i]);
+			char *id = dkv_dir_identity_new("paxos", 0, peers, NP, i);
+			if (!id || dkv_dir_open(dirnames[i], id, NULL, &dirs[i]) != 0) {
+				fprintf(stderr, "dkv_dir_open %s failed\n", dirnames[i]);
+				exit(1);
+			}
+			free(id);
+			px[i] = px_make_dir(peers, NP, i, NULL, i == 0 ? on_decide : NULL, i == 0 ? &w : NULL,
+			                    dirs[i], false);
+		} else {
+			px[i] = i == 0 ? px_make(peers, NP, 0, NULL, on_decide, &w) : paxos_make(peers, NP, i, NULL);
+		}
 		if (!px[i]) {
 			perror("paxos_make");
 			exit(1);
@@ -167,15 +229,23 @@ static void bench_paxos(int inflight, bool rr, double null_us)
 	uint64_t p50 = pct(lat, n, 0.5), p99 = pct(lat, n, 0.99);
 	char label[64];
 	if (inflight == 1)
-		snprintf(label, sizeof label, "paxos sequential%s", rr ? " seq%3" : "");
+		snprintf(label, sizeof label, "%spaxos sequential%s", durable ? "durable " : "", rr ? " seq%3" : "");
 	else
-		snprintf(label, sizeof label, "paxos %d in flight%s", inflight, rr ? " seq%3" : "");
+		snprintf(label, sizeof label, "%spaxos %d in flight%s", durable ? "durable " : "", inflight,
+		         rr ? " seq%3" : "");
 	printf("%-24s %10.0f agreements/s  p50 %7llu us  p99 %7llu us  %.2f RPCs/agreement",
 	       label, (double)n / secs, (unsigned long long)p50, (unsigned long long)p99,
 	       n ? (double)rpcs / (double)n : 0.0);
 	if (inflight == 1 && null_us > 0) printf("  (p50 = %.1f null RPCs)", (double)p50 / null_us);
+	if (durable && inflight == 1 && fsync_us > 0) printf("  (= %.1f fdatasyncs)", (double)p50 / fsync_us);
 	printf("\n");
+	bench_out("bench=paxos\trow=%s\tclients=%d\tops_s=%.0f\tp50_us=%llu\tp99_us=%llu", label,
+	          inflight, (double)n / secs, (unsigned long long)p50, (unsigned long long)p99);
 	for (int i = 0; i < NP; i++) paxos_free(px[i]);
+	for (int i = 0; i < NP; i++) {
+		dkv_dir_close(dirs[i]);
+		if (durable) rm_dir(dirnames[i]);
+	}
 	free(lat);
 	free(t_start);
 	pthread_cond_destroy(&w.cv);
@@ -256,6 +326,8 @@ static void bench_rsm(int nthreads, double null_us)
 	       inst ? (double)total / (double)inst : 0.0);
 	if (null_us > 0) printf("  (p50 = %.1f null RPCs)", (double)p50 / null_us);
 	printf("\n");
+	bench_out("bench=paxos\trow=%s\tclients=%d\tops_s=%.0f\tp50_us=%llu\tp99_us=%llu", label,
+	          nthreads, (double)total / secs, (unsigned long long)p50, (unsigned long long)p99);
 	free(all);
 	for (int i = 0; i < NP; i++) paxosrsm_free(r[i]);
 	unlink_names();
@@ -274,9 +346,14 @@ int main(void)
 		for (int i = 0; i < NP; i++) paxos_free(px[i]);
 		unlink_names();
 	}
-	bench_paxos(1, false, null_us);
-	bench_paxos(10, false, null_us);
-	bench_paxos(10, true, null_us);
+	double fs_us = fdatasync_us();
+	bench_paxos(1, false, false, null_us, 0);
+	bench_paxos(1, true, false, null_us, 0);
+	bench_paxos(10, false, false, null_us, 0);
+	bench_paxos(10, true, false, null_us, 0);
+	bench_paxos(1, false, true, null_us, fs_us);
+	bench_paxos(10, false, true, null_us, fs_us);
+	bench_paxos(10, true, true, null_us, fs_us);
 	bench_rsm(1, null_us);
 	bench_rsm(10, null_us);
 	return 0;

@@ -19,6 +19,7 @@
  * state-machine callbacks and for stats, never across an engine call.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,7 @@
 #include "kv_internal.h"
 #include "kv_prot.h"
 #include "kv_store.h"
+#include "status.h"
 
 /* How long a handler waits for agreement when the clerk does not say. */
 #define KV_WAIT_DEFAULT_MS 1000u
@@ -41,6 +43,7 @@ struct kvpaxos_server {
 	int me;
 	dkv_rpc_server *rpcs;
 	paxosrsm *rsm;
+	dkv_status_reg *status;  /* the status program on rpcs */
 	pthread_mutex_t kill_mu; /* serialises kvpaxos_server_kill */
 	bool killed;             /* kill finished (kill_mu) */
 };
@@ -151,6 +154,24 @@ static const dkv_rpc_proc kv_procs[] = {
 	  sizeof(kv_open_reply), handle_open },
 };
 
+/* ---------------------------------------------------------------- status */
+
+/* kv_status_fill: what `dkvctl status` shows (the status program's callback). */
+static void kv_status_fill(void *ctx, dkv_status *st)
+{
+	kvpaxos_server *kv = ctx;
+	paxosrsm_info in;
+	paxosrsm_get_info(kv->rsm, &in); /* before kv->mu: the engine takes its own lock */
+	dkv_status_set_rsm(st, &in);
+	snprintf(st->service, sizeof st->service, "kvpaxos");
+	st->me = kv->me;
+	pthread_mutex_lock(&kv->mu);
+	st->keys = (int64_t)kv_store_key_count(kv->store);
+	snprintf(st->detail, sizeof st->detail, "%lu ops applied here, %lu snapshots sent, %lu restored",
+	         kv->napplied, in.snapshots_sent, in.snapshots_restored);
+	pthread_mutex_unlock(&kv->mu);
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 kvpaxos_server *kvpaxos_server_start_opts(const char *const *servers, int n, int me,
@@ -196,6 +217,10 @@ kvpaxos_server *kvpaxos_server_start_opts(const char *const *servers, int n, int
 		err = EINVAL;
 		goto fail;
 	}
+	if ((kv->status = dkv_status_register(kv->rpcs, kv_status_fill, kv)) == NULL) {
+		err = errno;
+		goto fail;
+	}
 	return kv;
 fail:
 	if (kv->rsm != NULL)
@@ -232,6 +257,7 @@ void kvpaxos_server_free(kvpaxos_server *kv)
 	if (kv == NULL)
 		return;
 	kvpaxos_server_kill(kv);
+	dkv_status_unregister(kv->status);
 	paxosrsm_free(kv->rsm);
 	dkv_rpc_server_free(kv->rpcs);
 	kv_store_free(kv->store);

@@ -18,6 +18,9 @@
  * keeps its worker); spare idle workers exit; paxos_kill makes in-flight
  * calls fail fast, then joins them all. Decisions go to an optional hook
  * (paxosrsm's wake-up) and px->cv.
+ * Incarnations and restarts: see "Restarts" below (the rule and its safety
+ * argument); INFO serves a rejoining peer. FORWARD hands a paxos_start to
+ * the lease holder (proposer.c). Durability with a directory: "Durability".
  */
 #include <errno.h>
 #include <limits.h>
@@ -100,6 +103,7 @@ bool px_range_promise_locked(paxos *px, int from, uint64_t n, int **busy, u_int 
 	 * makes lower-numbered proposals there fail and retry higher. */
 	px->floor_n = n;
 	if (from < px->floor_seq) px->floor_seq = from;
+	px_log_locked(px, 'F', px->floor_seq, n, NULL);
 	return true;
 }
 
@@ -147,6 +151,7 @@ void px_note_done_locked(paxos *px, int from, int done)
 {
 	if (from < 0 || from >= px->npeers || done <= px->dones[from]) return;
 	px->dones[from] = done;
+	if (from == px->me) px_log_locked(px, 'N', done, 0, NULL);
 	update_min_locked(px);
 }
 
@@ -264,6 +269,7 @@ bool px_learn_locked(paxos *px, int seq, px_blob *v)
 	px_inst *in = px_get_locked(px, seq);
 	if (!in || in->v_d) return false;
 	in->v_d = px_blob_ref(v);
+	px_log_locked(px, 'D', seq, 0, v);
 	pthread_cond_broadcast(&px->cv);
 	return true;
 }
@@ -311,6 +317,7 @@ static void handle_prepare(void *inst, void *argp, void *resp)
 		} else if (in) {
 			px_promise pr;
 			px_acceptor_prepare(in, a->n, &pr);
+			if (pr.status == PX_ST_OK) px_log_locked(px, 'P', a->seq, a->n, NULL);
 			r->status = pr.status;
 			r->n = pr.n;
 			if (pr.status == PX_ST_OK && pr.v) {
@@ -325,7 +332,13 @@ static void handle_prepare(void *inst, void *argp, void *resp)
 		}
 	}
 	rhdr_fill_locked(px, &r->h);
+	uint64_t lsn = px_last_lsn_locked(px);
 	pthread_mutex_unlock(&px->mu);
+	/* persist before you speak */
+	if (!px_sync(px, lsn)) {
+		r->status = PX_ST_REJECT;
+		r->range_ok = FALSE;
+	}
 }
 
 static void handle_accept(void *inst, void *argp, void *resp)
@@ -362,12 +375,15 @@ static void handle_accept(void *inst, void *argp, void *resp)
 			}
 			if (b) {
 				r->status = px_acceptor_accept(in, a->n, b, &r->n);
+				if (r->status == PX_ST_OK) px_log_locked(px, 'A', a->seq, a->n, b);
 				px_blob_unref(b);
 			}
 		}
 	}
 	rhdr_fill_locked(px, &r->h);
+	uint64_t lsn = px_last_lsn_locked(px);
 	pthread_mutex_unlock(&px->mu);
+	if (!px_sync(px, lsn)) r->status = PX_ST_REJECT;
 }
 
 /* Adopt an XDR-decoded value as a blob (sharing `same` when equal). */
@@ -622,7 +638,12 @@ static void *rejoin_main(void *arg)
 		if (floor > px->vote_floor) px->vote_floor = floor;
 		if (hi > px->round_floor) px->round_floor = hi;
 		px_note_seq_locked(px, px->vote_floor);
-		px->voting = true;
+		/* with a directory, the floors are durable before we vote */
+		uint64_t lsn = px_log_locked(px, 'V', px->vote_floor, px->round_floor, NULL);
+		pthread_mutex_unlock(&px->mu);
+		bool ok = px_sync(px, lsn);
+		pthread_mutex_lock(&px->mu);
+		px->voting = ok && !px->dead;
 		px->rejoined = true;
 		DKV_INFO("paxos %d: rejoined after %llu ms: votes above seq %d", px->me,
 		         (unsigned long long)(dkv_now_ms() - px->rejoin_t0), px->vote_floor);
@@ -643,6 +664,7 @@ static void start_rejoin_locked(paxos *px)
 		px->voting = false;
 		return;
 	}
+	if (px->log && px->voting) px_log_locked(px, 'J', 0, 0, NULL);
 	px->voting = false;
 	px->lead_n = 0;
 	px->rejoin_t0 = dkv_now_ms();
@@ -652,6 +674,238 @@ static void start_rejoin_locked(paxos *px)
 		return;
 	}
 	px->rejoin_running = true;
+}
+
+/* ---------------------------------------------------------------- durability */
+
+/*
+ * Durability (opts->dir): the acceptor's state is a log of records in
+ * "paxos.log" of the directory (src/storage.h: CRC-framed, group commit):
+ *   I inc        our incarnation (first record of a fresh directory)
+ *   P seq n      promised n at seq            A seq n v  accepted (n, v) at seq
+ *   D seq v      learned v decided at seq     F seq n    range promise n from seq
+ *   N done       our paxos_done               M max      our Max (compaction)
+ *   J            a rejoin began (we lost state: do not vote)
+ *   V floor hi   the rejoin completed: vote_floor, round_floor (for good)
+ * So a peer restarted on a directory that holds J without a later V rejoins
+ * again, and one that rejoined keeps refusing every seq <= vote_floor.
+ * Records are appended under px->mu (no I/O) when the state changes; every
+ * reply waits (px_sync, group-committed fdatasync, no lock held) until every
+ * record appended before it was built is durable, so nothing is said that a
+ * crash could take back. A proposer's own promise/accept counts only once
+ * its record is durable (synced before the phase reports success). Replay is
+ * idempotent (max/monotone), as compaction needs. Compaction: when the log
+ * outgrows twice its live records (plus 256 KiB), paxos_done rewrites it with
+ * the live state only (instances >= Min). A write or fsync error stops the
+ * peer (dead: every request refused, proposers stop) with a log line; the
+ * storage layer makes the error sticky, so it is never taken for success.
+ */
+typedef struct {
+	char type;
+	char pad[3];
+	int32_t seq;
+	uint64_t n;
+} px_rec;
+
+uint64_t px_log_locked(paxos *px, char type, int seq, uint64_t n, const px_blob *v)
+{
+	if (!px->log || px->dead) return 0;
+	px_rec r;
+	memset(&r, 0, sizeof r);
+	r.type = type;
+	r.seq = seq;
+	r.n = n;
+	struct iovec iov[2] = {{&r, sizeof r}, {v ? v->data : NULL, v ? v->len : 0}};
+	uint64_t lsn = 0;
+	int err = dkv_log_appendv(px->log, iov, v && v->len ? 2 : 1, &lsn);
+	if (err) {
+		DKV_ERROR("paxos %d: %s/paxos.log: append: %s; stopping", px->me, dkv_dir_path(px->dir),
+		          strerror(err));
+		px->dead = true;
+		pthread_cond_broadcast(&px->cv);
+		pthread_cond_broadcast(&px->work_cv);
+		return 0;
+	}
+	return lsn;
+}
+
+uint64_t px_last_lsn_locked(paxos *px)
+{
+	return px->log ? dkv_log_last_lsn(px->log) : 0;
+}
+
+bool px_sync(paxos *px, uint64_t lsn)
+{
+	if (!lsn) {
+		if (!px->log) return true;
+		pthread_mutex_lock(&px->mu);
+		bool dead = px->dead;
+		pthread_mutex_unlock(&px->mu);
+		return !dead;
+	}
+	int err = dkv_log_sync(px->log, lsn);
+	if (!err) return true;
+	pthread_mutex_lock(&px->mu);
+	if (!px->dead)
+		DKV_ERROR("paxos %d: %s/paxos.log: fdatasync: %s; stopping", px->me,
+		          dkv_dir_path(px->dir), strerror(err));
+	px->dead = true;
+	pthread_cond_broadcast(&px->cv);
+	pthread_cond_broadcast(&px->work_cv);
+	pthread_mutex_unlock(&px->mu);
+	return false;
+}
+
+void px_sync_start_locked(paxos *px, uint64_t lsn)
+{
+	if (!lsn || !px->syncer_running || lsn <= px->sync_want) return;
+	px->sync_want = lsn;
+	pthread_cond_signal(&px->sync_cv);
+}
+
+static void *syncer_main(void *arg)
+{
+	paxos *px = arg;
+	uint64_t done = 0;
+	pthread_mutex_lock(&px->mu);
+	while (!px->dead) {
+		if (px->sync_want > done) {
+			uint64_t w = px->sync_want;
+			pthread_mutex_unlock(&px->mu);
+			bool ok = px_sync(px, w);
+			pthread_mutex_lock(&px->mu);
+			done = w;
+			if (!ok) break;
+			continue;
+		}
+		pthread_cond_wait(&px->sync_cv, &px->mu);
+	}
+	pthread_mutex_unlock(&px->mu);
+	return NULL;
+}
+
+static int replay_rec(void *arg, uint64_t lsn, const void *rec, size_t len)
+{
+	paxos *px = arg;
+	(void)lsn;
+	px_rec r;
+	if (len < sizeof r) return EIO;
+	memcpy(&r, rec, sizeof r);
+	const char *vp = (const char *)rec + sizeof r;
+	size_t vl = len - sizeof r;
+	pthread_mutex_lock(&px->mu);
+	int err = 0;
+	px_inst *in = NULL;
+	if (strchr("PAD", r.type) && r.seq >= 0 && !(in = px_get_locked(px, r.seq)) &&
+	    r.seq >= px->min_seq)
+		err = ENOMEM;
+	switch (err ? 0 : r.type) {
+	case 'I': px->inc = r.n; px->dincs[px->me] = r.n; break;
+	case 'P': if (in && r.n > in->n_p) in->n_p = r.n; break;
+	case 'A':
+		if (in && r.n >= in->n_a) {
+			px_blob *b = px_blob_copy(vp, vl);
+			if (!b) { err = ENOMEM; break; }
+			px_blob_unref(in->v_a);
+			in->v_a = b;
+			in->n_a = r.n;
+			if (r.n > in->n_p) in->n_p = r.n;
+		}
+		break;
+	case 'D':
+		if (in && !in->v_d) {
+			in->v_d = px_blob_copy(vp, vl);
+			if (!in->v_d) err = ENOMEM;
+		}
+		break;
+	case 'F':
+		if (r.n > px->floor_n) px->floor_n = r.n;
+		if (r.seq < px->floor_seq) px->floor_seq = r.seq;
+		break;
+	case 'N': if (r.seq > px->dones[px->me]) px->dones[px->me] = r.seq; break;
+	case 'M': px_note_seq_locked(px, r.seq); break;
+	case 'J': px->replay_rejoin = true; break;
+	case 'V':
+		if (r.seq > px->vote_floor) px->vote_floor = r.seq;
+		if (r.n > px->round_floor) px->round_floor = r.n;
+		px->replay_rejoin = false;
+		px->rejoined = true;
+		break;
+	case 0: break;
+	default: err = EIO; break;
+	}
+	pthread_mutex_unlock(&px->mu);
+	if (err == EIO) DKV_ERROR("paxos %d: paxos.log: unknown record type %d", px->me, r.type);
+	return err;
+}
+
+static void close_disk(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	dkv_log *l = px->log;
+	dkv_dir *d = px->own_dir ? px->dir : NULL;
+	px->log = NULL;
+	px->dir = NULL;
+	pthread_mutex_unlock(&px->mu);
+	dkv_log_close(l);
+	dkv_dir_close(d);
+}
+
+/* Rewrite the log with the live state (caller: paxos_done, holding kill_mu
+ * so the log stays open; px->mu not held). */
+static void maybe_compact(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	if (!px->log || px->dead ||
+	    dkv_log_size(px->log) < 2 * px->log_live + 256 * 1024) {
+		pthread_mutex_unlock(&px->mu);
+		return;
+	}
+	int err = dkv_log_compact_begin(px->log);
+	uint64_t live = 0;
+#define ADD(t, sq, nn, bl)                                                            \
+	do {                                                                          \
+		if (err) break;                                                       \
+		const px_blob *b_ = (bl);                                             \
+		size_t vl_ = b_ ? b_->len : 0;                                        \
+		char *buf_ = malloc(sizeof(px_rec) + vl_ + 1);                        \
+		if (!buf_) { err = ENOMEM; break; }                                   \
+		px_rec r_;                                                            \
+		memset(&r_, 0, sizeof r_);                                            \
+		r_.type = (t); r_.seq = (sq); r_.n = (nn);                            \
+		memcpy(buf_, &r_, sizeof r_);                                         \
+		if (vl_) memcpy(buf_ + sizeof r_, b_->data, vl_);                     \
+		err = dkv_log_compact_add(px->log, buf_, sizeof r_ + vl_);            \
+		live += sizeof r_ + vl_ + DKV_LOG_FRAME;                              \
+		free(buf_);                                                           \
+	} while (0)
+	ADD('I', 0, px->inc, NULL);
+	if (px->floor_n) ADD('F', px->floor_seq, px->floor_n, NULL);
+	if (px->dones[px->me] >= 0) ADD('N', px->dones[px->me], 0, NULL);
+	ADD('M', px->max_seq, 0, NULL);
+	if (px->rejoined) ADD('V', px->vote_floor, px->round_floor, NULL);
+	if (!px->voting) ADD('J', 0, 0, NULL);
+	for (size_t i = 0; i < px->ninst && !err; i++) {
+		px_inst *in = px->insts[i];
+		if (in->n_p) ADD('P', in->seq, in->n_p, NULL);
+		if (in->n_a) ADD('A', in->seq, in->n_a, in->v_a);
+		if (in->v_d) ADD('D', in->seq, 0, in->v_d);
+	}
+#undef ADD
+	dkv_log *l = px->log;
+	pthread_mutex_unlock(&px->mu);
+	if (!err) err = dkv_log_compact_commit(l);
+	else dkv_log_compact_abort(l);
+	pthread_mutex_lock(&px->mu);
+	if (!err) px->log_live = live;
+	else if (err != ENOMEM) {
+		DKV_ERROR("paxos %d: %s/paxos.log: compaction: %s; stopping", px->me,
+		          dkv_dir_path(px->dir), strerror(err));
+		px->dead = true;
+		pthread_cond_broadcast(&px->cv);
+		pthread_cond_broadcast(&px->work_cv);
+	}
+	pthread_mutex_unlock(&px->mu);
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -671,6 +925,14 @@ static void drop_jobs_locked(paxos *px)
 
 static void px_release(paxos *px)
 {
+	if (px->syncer_running) { /* a start that failed after the log was open */
+		pthread_mutex_lock(&px->mu);
+		px->dead = true;
+		pthread_cond_broadcast(&px->sync_cv);
+		pthread_mutex_unlock(&px->mu);
+		pthread_join(px->syncer, NULL);
+		px->syncer_running = false;
+	}
 	for (size_t i = 0; i < px->ninst; i++) inst_free(px->insts[i]);
 	free(px->insts);
 	if (px->peers)
@@ -681,24 +943,43 @@ static void px_release(paxos *px)
 	free(px->peer_inc);
 	free(px->fail_until);
 	free(px->unsafe);
+	close_disk(px);
 	dkv_rpc_pool_free(px->pool);
 	if (px->own_srv) dkv_rpc_server_free(px->srv);
 	drop_jobs_locked(px);
 	pthread_cond_destroy(&px->cv);
 	pthread_cond_destroy(&px->work_cv);
+	pthread_cond_destroy(&px->sync_cv);
 	pthread_mutex_destroy(&px->mu);
 	pthread_mutex_destroy(&px->kill_mu);
 	free(px);
 }
 
-paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
-               px_decide_hook hook, void *hook_ctx)
+static paxos *px_make_impl(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                              px_decide_hook hook, void *hook_ctx, bool restart, dkv_dir *dir,
+                              bool own_dir);
+
+paxos *px_make_dir(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                   px_decide_hook hook, void *hook_ctx, dkv_dir *dir, bool restart)
 {
-	return px_make_restart(peers, npeers, me, rpcs, hook, hook_ctx, false);
+	return px_make_impl(peers, npeers, me, rpcs, hook, hook_ctx, restart, dir, false);
 }
 
 paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                        px_decide_hook hook, void *hook_ctx, bool restart)
+{
+	return px_make_impl(peers, npeers, me, rpcs, hook, hook_ctx, restart, NULL, false);
+}
+
+paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+               px_decide_hook hook, void *hook_ctx)
+{
+	return px_make_impl(peers, npeers, me, rpcs, hook, hook_ctx, false, NULL, false);
+}
+
+static paxos *px_make_impl(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                              px_decide_hook hook, void *hook_ctx, bool restart, dkv_dir *dir,
+                              bool own_dir)
 {
 	dkv_lib_init();
 	if (!peers || npeers <= 0 || npeers >= (1 << PX_ROUND_SHIFT) || me < 0 || me >= npeers) {
@@ -720,6 +1001,10 @@ paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_ser
 	pthread_mutex_init(&px->kill_mu, NULL);
 	int err = dkv_cond_init(&px->cv);
 	if (!err && (err = dkv_cond_init(&px->work_cv)) != 0) pthread_cond_destroy(&px->cv);
+	if (!err && (err = dkv_cond_init(&px->sync_cv)) != 0) {
+		pthread_cond_destroy(&px->cv);
+		pthread_cond_destroy(&px->work_cv);
+	}
 	if (err) {
 		pthread_mutex_destroy(&px->mu);
 		pthread_mutex_destroy(&px->kill_mu);
@@ -753,6 +1038,40 @@ paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_ser
 	for (int i = 0; i < npeers; i++) {
 		px->dones[i] = -1;
 		if (!(px->peers[i] = dkv_strdup(peers[i]))) goto nomem;
+	}
+	if (dir) {
+		/* before serving: replay the acceptor's records */
+		px->dir = dir;
+		px->own_dir = own_dir;
+		bool fresh = dkv_dir_fresh(dir);
+		err = dkv_log_open(dir, "paxos.log", replay_rec, px, &px->log);
+		if (!err && fresh) {
+			/* a new directory: our incarnation is the first record */
+			pthread_mutex_lock(&px->mu);
+			uint64_t lsn = px_log_locked(px, 'I', 0, px->inc, NULL);
+			if (restart) lsn = px_log_locked(px, 'J', 0, 0, NULL);
+			pthread_mutex_unlock(&px->mu);
+			if (!px_sync(px, lsn)) err = dkv_dir_error(dir) ? dkv_dir_error(dir) : EIO;
+		} else if (!err) {
+			px->dincs[me] = px->inc;
+			/* it kept its promises: votes at once, unless it had not
+			 * finished a rejoin (J without V) */
+			restart = px->replay_rejoin;
+		}
+		if (!err) {
+			int e = pthread_create(&px->syncer, NULL, syncer_main, px);
+			if (e == 0)
+				px->syncer_running = true;
+			else
+				DKV_WARN("paxos %d: no syncer thread (%s): own votes sync after the calls", me,
+				         strerror(e));
+		}
+		if (err) {
+			DKV_ERROR("paxos %d: cannot use %s/paxos.log: %s", me, dkv_dir_path(dir), strerror(err));
+			px_release(px);
+			errno = err;
+			return NULL;
+		}
 	}
 	if (rpcs) {
 		px->srv = rpcs;
@@ -913,7 +1232,17 @@ void paxos_done(paxos *px, int seq)
 	if (!px) return;
 	pthread_mutex_lock(&px->mu);
 	px_note_done_locked(px, px->me, seq);
+	uint64_t lsn = px_last_lsn_locked(px);
 	pthread_mutex_unlock(&px->mu);
+	/* the log may be closed by a paxos_kill meanwhile: hold kill_mu (never
+	 * wait for a kill in progress; a killed peer needs no more records) */
+	if (lsn && pthread_mutex_trylock(&px->kill_mu) == 0) {
+		if (!px->killed) {
+			px_sync(px, lsn);
+			maybe_compact(px);
+		}
+		pthread_mutex_unlock(&px->kill_mu);
+	}
 }
 
 int paxos_max(paxos *px)
@@ -957,6 +1286,13 @@ void paxos_kill(paxos *px)
 	pthread_mutex_unlock(&px->mu);
 	if (rj) pthread_join(px->rejoin_tid, NULL);
 	pthread_mutex_lock(&px->mu);
+	bool sy = px->syncer_running;
+	px->syncer_running = false;
+	pthread_cond_broadcast(&px->sync_cv);
+	pthread_mutex_unlock(&px->mu);
+	if (sy) pthread_join(px->syncer, NULL);
+	close_disk(px); /* releases the directory */
+	pthread_mutex_lock(&px->mu);
 	drop_jobs_locked(px);
 	pthread_mutex_unlock(&px->mu);
 	px->killed = true;
@@ -983,11 +1319,41 @@ unsigned long paxos_rpc_count(const paxos *px)
 paxos *paxos_make_opts(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                        const dkv_server_opts *opts)
 {
+	dkv_lib_init();
 	if (opts && opts->dir && opts->dir[0]) {
-		errno = ENOTSUP; /* acceptor durability: issue 13 */
-		return NULL;
+		if (!peers || npeers <= 0 || me < 0 || me >= npeers) {
+			errno = EINVAL;
+			return NULL;
+		}
+		char *id = dkv_dir_identity_new("paxos", 0, peers, npeers, me);
+		if (!id) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		dkv_dir_opts dop;
+		memset(&dop, 0, sizeof dop);
+		dop.no_fsync = opts->no_fsync;
+		dkv_dir *d = NULL;
+		int err = dkv_dir_open(opts->dir, id, &dop, &d);
+		free(id);
+		if (err) {
+			errno = err;
+			return NULL;
+		}
+		paxos *px = px_make_impl(peers, npeers, me, rpcs, NULL, NULL, opts->restart, d, false);
+		if (!px) {
+			err = errno;
+			dkv_dir_close(d);
+			errno = err;
+			return NULL;
+		}
+		pthread_mutex_lock(&px->mu);
+		px->own_dir = true; /* paxos_kill releases it */
+		pthread_mutex_unlock(&px->mu);
+		return px;
 	}
-	return px_make_restart(peers, npeers, me, rpcs, NULL, NULL, opts && opts->restart);
+	return px_make_impl(peers, npeers, me, rpcs, NULL, NULL, opts && opts->restart, NULL,
+	                       false);
 }
 
 /* ---------------------------------------------------------------- restart state */

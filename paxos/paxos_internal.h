@@ -22,6 +22,7 @@
 #include "dkv/paxos.h"
 #include "dkv_internal.h"
 #include "px_prot.h"
+#include "storage.h"
 
 /* Per-call timeout of Paxos RPCs: kill and partitions never hang a proposer long. */
 #define PX_CALL_TIMEOUT_MS 1000u
@@ -164,6 +165,17 @@ struct paxos {
 	unsigned long forwards_sent;  /* FORWARDs our proposers sent */
 	unsigned long rejoin_asks;    /* INFO calls made by the rejoin */
 
+	/* Durability (paxos.c "Durability"); NULL in memory mode. */
+	dkv_dir *dir;         /* owned when own_dir */
+	bool own_dir;
+	dkv_log *log;         /* "paxos.log": the acceptor's records */
+	uint64_t log_live;    /* bytes of live records at the last compaction */
+	pthread_cond_t sync_cv; /* wakes the syncer */
+	pthread_t syncer;     /* writes our own votes while our messages are out */
+	bool syncer_running;
+	uint64_t sync_want;   /* the syncer makes this LSN durable */
+	bool replay_rejoin;   /* replay: a rejoin was under way (J without V) */
+
 	/* Immutable after paxos_make. */
 	int npeers, me;
 	char **peers;
@@ -198,6 +210,48 @@ int px_vote_floor(paxos *px);
 unsigned long px_novote_count(paxos *px, bool sent);
 /* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
 unsigned long px_rejoin_asks(paxos *px);
+
+/* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
+/* px_is_voting: false while the peer rejoins after a restart without state. */
+bool px_is_voting(paxos *px);
+/* px_incarnation: this peer's incarnation (nonzero). */
+uint64_t px_incarnation(paxos *px);
+/* px_vote_floor: the peer refuses to vote at every seq <= this; -1 none.
+ * Meaningful once px_is_voting. */
+int px_vote_floor(paxos *px);
+/* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
+unsigned long px_novote_count(paxos *px, bool sent);
+/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
+unsigned long px_rejoin_asks(paxos *px);
+
+/* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
+/* px_is_voting: false while the peer rejoins after a restart without state. */
+bool px_is_voting(paxos *px);
+/* px_incarnation: this peer's incarnation (nonzero). */
+uint64_t px_incarnation(paxos *px);
+/* px_vote_floor: the peer refuses to vote at every seq <= this; -1 none.
+ * Meaningful once px_is_voting. */
+int px_vote_floor(paxos *px);
+/* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
+unsigned long px_novote_count(paxos *px, bool sent);
+/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
+unsigned long px_rejoin_asks(paxos *px);
+
+/* Durability. px_log_locked: append one record (no I/O); returns its LSN
+ * (0: memory mode, or the peer was stopped by an error). px_sync (no lock
+ * held): wait until lsn is durable; false (and the peer stopped) on error. */
+uint64_t px_log_locked(paxos *px, char type, int seq, uint64_t n, const px_blob *v);
+bool px_sync(paxos *px, uint64_t lsn);
+/* px_sync_start_locked: have the syncer thread start making lsn durable now
+ * (a proposer's own vote, while its messages are in flight; px_sync later
+ * joins that group commit). */
+void px_sync_start_locked(paxos *px, uint64_t lsn);
+/* px_last_lsn_locked: the LSN a reply built now depends on (0: none) */
+uint64_t px_last_lsn_locked(paxos *px);
+/* px_make_dir: paxos_make_opts on an already open directory (borrowed; the
+ * caller keeps it open past paxos_kill), for paxosrsm's shared directory. */
+paxos *px_make_dir(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                   px_decide_hook hook, void *hook_ctx, dkv_dir *dir, bool restart);
 
 /* With px->mu held: */
 /* may this peer vote (promise, accept) at seq? */

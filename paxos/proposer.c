@@ -17,6 +17,19 @@
  * Paxos: a range promise is a phase-1 promise for each instance it covers.
  * Failed full rounds back off 1 ms doubling to PX_BACKOFF_MAX_MS on px->cv,
  * so a decision learned meanwhile, forgetting or kill ends the wait at once.
+ * Restarts (paxos.c "Restarts"): a round counts no vote after its deadline
+ * (PX_ROUND_MAX_MS from its phase 1; a lease is a phase 1, so leases expire
+ * and are renewed by a range round); NOVOTE replies are refusals; a reply
+ * from a peer whose incarnation changed since its promise does not count;
+ * a rejoining peer runs no round, and numbers stay above round_floor.
+ * Forwarding: a peer without the lease first hands the job to the holder
+ * (FORWARD; the holder is named by the `leading` bit of message headers, or
+ * by our acceptor's range promise), waits PX_FORWARD_WAIT_MS for its
+ * DECIDED, then runs its own rounds. Range rounds happen at the log tip or
+ * to renew our own expired lease, so fallbacks do not steal the range.
+ * Durability: our own promise/accept record is handed to the syncer thread
+ * as our first message goes out and the phase succeeds only once it is
+ * durable.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +46,7 @@ typedef struct {
 	uint64_t *di;
 	uint64_t *pinc;   /* per peer: its incarnation in this round's phase 1, 0 */
 	uint64_t deadline; /* count no vote after this (R2 of paxos.c "Restarts") */
+	uint64_t own_lsn;  /* our own vote's record: counts once durable */
 	/* a range round's outcome (prepare_phase with range) */
 	bool range_all;   /* every promise counted came with the range promise */
 	int *busy;        /* union of the promisers' busy lists (malloc'ed) */
@@ -55,6 +69,19 @@ static void add_busy(px_prop *pr, const int *b, unsigned nb)
 	}
 	memcpy(pr->busy + pr->nbusy, b, nb * sizeof *b);
 	pr->nbusy += (int)nb;
+}
+
+/* The LSN our own vote of this phase depends on (0: none, or memory mode);
+ * the range promise's record (if any) was appended just after it. */
+static uint64_t px_last_lsn_own(paxos *px, px_prop *pr)
+{
+	uint64_t l = pr->own_lsn;
+	pr->own_lsn = 0;
+	if (!l) return 0;
+	pthread_mutex_lock(&px->mu);
+	uint64_t last = px_last_lsn_locked(px);
+	pthread_mutex_unlock(&px->mu);
+	return last > l ? last : l;
 }
 
 /* Fill order[] with the peers to contact: me first, then the others. */
@@ -123,6 +150,7 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 			}
 			if (pm.status == PX_ST_OK) {
 				promises++;
+				pr->own_lsn = px_log_locked(px, 'P', pr->seq, n, NULL);
 				if (pm.v && pm.n > best_n) {
 					px_blob_unref(best);
 					best = px_blob_ref(pm.v);
@@ -153,6 +181,8 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 		a.range = range;
 		pthread_mutex_lock(&px->mu);
 		px_hdr_fill_locked(px, &a.h, p, pr->dv, pr->di);
+		/* our own vote is written while our messages are out */
+		if (pr->own_lsn) px_sync_start_locked(px, px_last_lsn_locked(px));
 		pthread_mutex_unlock(&px->mu);
 		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_PREPARE,
 		                      (xdrproc_t)xdr_px_prepare_args, &a,
@@ -224,6 +254,11 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 		px_blob_unref(best);
 		return ROUND_FAILED;
 	}
+	/* our own promise counts once durable (written while our PREPAREs were out) */
+	if (!px_sync(px, px_last_lsn_own(px, pr))) {
+		px_blob_unref(best);
+		return ROUND_DONE;
+	}
 	*chosen = best ? best : px_blob_ref(pr->v);
 	*ok = true;
 	return ROUND_DONE;
@@ -249,6 +284,7 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 				refusals++;
 			} else if (px_acceptor_accept(in, n, v, &np) == PX_ST_OK) {
 				accepts++;
+				pr->own_lsn = px_log_locked(px, 'A', pr->seq, n, v);
 			} else {
 				refusals++;
 				if (np > in->n_seen) in->n_seen = np;
@@ -266,6 +302,8 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 		a.v.px_value_val = v->data;
 		pthread_mutex_lock(&px->mu);
 		px_hdr_fill_locked(px, &a.h, p, pr->dv, pr->di);
+		/* our own vote is written while our messages are out */
+		if (pr->own_lsn) px_sync_start_locked(px, px_last_lsn_locked(px));
 		pthread_mutex_unlock(&px->mu);
 		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_ACCEPT,
 		                      (xdrproc_t)xdr_px_accept_args, &a,
@@ -294,6 +332,7 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 		if (r.status == PX_ST_FORGOTTEN) return ROUND_DONE;
 	}
 	if (accepts < maj || dkv_now_ms() > pr->deadline) return ROUND_FAILED;
+	if (!px_sync(px, px_last_lsn_own(px, pr))) return ROUND_DONE;
 	*ok = true;
 	return ROUND_DONE;
 }
