@@ -4,13 +4,11 @@
  * Sessions: before its first Put/Append a clerk opens a session (KV_OPEN: an
  * op in the replicas' log, which assigns the id), then numbers its writes 1,
  * 2, … in it; a retry repeats (session, seq), which is what lets the replicas
- * apply a write at most once. A Get has no session. Each call goes to the
- * replica that answered last and, on a failed RPC or a replica that could not
- * get the op agreed within wait_ms (it is in a minority, or killed), to the
- * next one in turn; after each full round of failures it backs off (1 ms
- * doubling to 100 ms). The lab clerk retries forever; with a deadline
- * (kvpaxos_clerk_set_timeout) the server wait and the RPC timeout are cut to
- * what is left, and the call returns DKV_ERR_TIMEOUT.
+ * apply a write at most once. A Get has no session. Every request goes
+ * through dkv_call_any (src/call.h: the replica that answered last first, the
+ * next one after a failed RPC or a replica that could not get the op agreed
+ * within wait_ms, a randomised backoff after each full round, the clerk's
+ * deadline — 0, the lab's, retries forever — then DKV_ERR_TIMEOUT).
  * DKV_ERR_EXPIRED (the replicas no longer know the session): if no earlier
  * attempt of this op was sent, the op was never applied anywhere, so the clerk
  * opens a new session and tries again; otherwise an earlier attempt may have
@@ -22,12 +20,14 @@
 
 #include "dkv/kvpaxos.h"
 #include "dkv_internal.h"
+#include "call.h"
 #include "kv_prot.h"
 
 /* Server-side wait for agreement, and the slack our RPC timeout adds to it. */
 #define KV_CLERK_WAIT_MS 1000u
 #define KV_CLERK_RPC_SLACK_MS 1000u
 #define KV_CLERK_BACKOFF_MAX_MS 100u
+
 
 struct kvpaxos_clerk {
 	int n;
@@ -36,7 +36,7 @@ struct kvpaxos_clerk {
 	uint64_t session;   /* 0: none opened yet */
 	uint64_t seq;       /* last seq used in it */
 	unsigned timeout_ms;/* 0: retry forever */
-	int last;           /* replica that answered last */
+	dkv_call_servers srv; /* rotation over servers, the one that answered last */
 };
 
 kvpaxos_clerk *kvpaxos_clerk_new(const char *const *servers, int n)
@@ -66,6 +66,7 @@ kvpaxos_clerk *kvpaxos_clerk_new(const char *const *servers, int n)
 	ck->pool = dkv_rpc_pool_new();
 	if (ck->pool == NULL)
 		goto nomem;
+	dkv_call_servers_init(&ck->srv, (const char *const *)ck->servers, n);
 	return ck;
 nomem:
 	kvpaxos_clerk_free(ck);
@@ -89,119 +90,100 @@ void kvpaxos_clerk_set_timeout(kvpaxos_clerk *ck, unsigned ms)
 	ck->timeout_ms = ms;
 }
 
-/* The server wait and the RPC timeout for an attempt at `now`; false when the
- * deadline has passed. */
-static bool budget(const kvpaxos_clerk *ck, uint64_t deadline, unsigned *wait, unsigned *rpc)
+/* prepare hook: how long the server may wait for agreement within this
+ * attempt's RPC timeout (the rest is slack for the reply). */
+typedef struct {
+	unsigned *wait_ms;
+} prep_ctx;
+
+static void prepare(void *ctx, unsigned rpc_ms)
 {
-	*wait = KV_CLERK_WAIT_MS;
-	*rpc = KV_CLERK_WAIT_MS + KV_CLERK_RPC_SLACK_MS;
-	if (deadline == 0) return true;
-	uint64_t now = dkv_now_ms();
-	(void)ck;
-	if (now >= deadline) return false;
-	uint64_t left = deadline - now;
-	if (left < *wait) *wait = (unsigned)left;
-	if (left + 50 < *rpc) *rpc = (unsigned)left + 50;
-	return true;
+	prep_ctx *p = ctx;
+	*p->wait_ms = rpc_ms >= KV_CLERK_WAIT_MS + KV_CLERK_RPC_SLACK_MS
+	                  ? KV_CLERK_WAIT_MS
+	                  : (rpc_ms / 2 ? rpc_ms / 2 : 1);
 }
 
-static void next_replica(kvpaxos_clerk *ck, int *failures, unsigned *backoff)
+static int one(kvpaxos_clerk *ck, uint64_t deadline, rpcproc_t proc, xdrproc_t xa, void *args,
+               unsigned *wait_ms, xdrproc_t xr, void *res, size_t res_size, unsigned *sent)
 {
-	ck->last = (ck->last + 1) % ck->n;
-	if (++*failures % ck->n == 0) {
-		dkv_sleep_ms(*backoff);
-		if (*backoff < KV_CLERK_BACKOFF_MAX_MS) *backoff *= 2;
-	}
+	prep_ctx pc = { wait_ms };
+	dkv_call_spec spec = {
+		.prog = KVPAXOS_PROG, .vers = KVPAXOS_VERS, .proc = proc, .xdr_args = xa,
+		.args = args, .xdr_res = xr, .res_size = res_size,
+		.rpc_ms = KV_CLERK_WAIT_MS + KV_CLERK_RPC_SLACK_MS,
+		.backoff_min_ms = 1, .backoff_max_ms = KV_CLERK_BACKOFF_MAX_MS,
+		.ctx = &pc, .prepare = prepare,
+	};
+	return dkv_call_any(ck->pool, &ck->srv, deadline, &spec, res, sent);
 }
 
-/* Open a session (any replica). DKV_OK or DKV_ERR_TIMEOUT. */
+/* Open a session (any replica). DKV_OK, DKV_ERR_TIMEOUT, DKV_ERR_KILLED. */
 static int open_session(kvpaxos_clerk *ck, uint64_t deadline)
 {
-	unsigned backoff = 1;
-	int failures = 0;
 	for (;;) {
-		unsigned wait, rpc_timeout;
-		if (!budget(ck, deadline, &wait, &rpc_timeout)) return DKV_ERR_TIMEOUT;
-		const char *name = ck->servers[ck->last];
-		kv_open_args a = { .wait_ms = wait };
+		kv_open_args a = { 0 };
 		kv_open_reply r;
 		memset(&r, 0, sizeof r);
-		int rc = dkv_rpc_call(ck->pool, name, KVPAXOS_PROG, KVPAXOS_VERS, KV_OPEN,
-		                      (xdrproc_t)xdr_kv_open_args, &a, (xdrproc_t)xdr_kv_open_reply, &r,
-		                      rpc_timeout);
-		if (rc == DKV_OK && r.err == DKV_OK && r.session != 0) {
-			ck->session = r.session;
+		int err = one(ck, deadline, KV_OPEN, (xdrproc_t)xdr_kv_open_args, &a, &a.wait_ms,
+		              (xdrproc_t)xdr_kv_open_reply, &r, sizeof r, NULL);
+		uint64_t s = r.session;
+		xdr_free((xdrproc_t)xdr_kv_open_reply, (char *)&r);
+		if (err != DKV_OK) return err;
+		if (s != 0) {
+			ck->session = s;
 			ck->seq = 0;
 			return DKV_OK;
 		}
-		next_replica(ck, &failures, &backoff);
 	}
 }
 
 /*
- * call: one operation, retried until a replica answers it. For a Get, *value
- * receives the malloc'ed result. Returns DKV_OK, DKV_ERR_INVAL,
- * DKV_ERR_TIMEOUT, DKV_ERR_EXPIRED.
+ * call: one operation, through dkv_call_any (src/call.h: rotation, backoff,
+ * deadline). For a Get, *value receives the malloc'ed result. Returns DKV_OK,
+ * DKV_ERR_INVAL, DKV_ERR_TIMEOUT, DKV_ERR_EXPIRED.
  */
 static int call(kvpaxos_clerk *ck, int kind, const char *key, const char *arg, char **value)
 {
-	uint64_t deadline = ck->timeout_ms != 0 ? dkv_now_ms() + ck->timeout_ms : 0;
-	unsigned backoff = 1;
-	int failures = 0;
-	bool sent = false; /* an attempt of this op may have reached a replica */
-	uint64_t seq = 0;
-	if (kind != KV_KIND_GET) {
-		if (ck->session == 0 && open_session(ck, deadline) != DKV_OK) return DKV_ERR_TIMEOUT;
-		seq = ++ck->seq;
-	}
-	for (;;) {
-		unsigned wait, rpc_timeout;
-		if (!budget(ck, deadline, &wait, &rpc_timeout)) return DKV_ERR_TIMEOUT;
-		const char *name = ck->servers[ck->last];
-		int rc, err = DKV_ERR_NET;
-		if (kind == KV_KIND_GET) {
-			kv_get_args a = { .wait_ms = wait, .key = (char *)key };
-			kv_get_reply r;
-			memset(&r, 0, sizeof r);
-			rc = dkv_rpc_call(ck->pool, name, KVPAXOS_PROG, KVPAXOS_VERS, KV_GET,
-			                  (xdrproc_t)xdr_kv_get_args, &a, (xdrproc_t)xdr_kv_get_reply, &r,
-			                  rpc_timeout);
-			if (rc == DKV_OK) {
-				err = r.err;
-				if (err == DKV_OK) {
-					*value = r.value; /* taken */
-					r.value = NULL;
-				}
-				xdr_free((xdrproc_t)xdr_kv_get_reply, (char *)&r);
-			}
-		} else {
-			kv_putappend_args a = { .session = ck->session, .seq = seq, .wait_ms = wait,
-			                        .kind = kind, .key = (char *)key, .value = (char *)arg };
-			kv_putappend_reply r;
-			memset(&r, 0, sizeof r);
-			rc = dkv_rpc_call(ck->pool, name, KVPAXOS_PROG, KVPAXOS_VERS, KV_PUTAPPEND,
-			                  (xdrproc_t)xdr_kv_putappend_args, &a,
-			                  (xdrproc_t)xdr_kv_putappend_reply, &r, rpc_timeout);
-			if (rc == DKV_OK) {
-				err = r.err;
-				xdr_free((xdrproc_t)xdr_kv_putappend_reply, (char *)&r);
-			}
-			if (rc != DKV_ERR_INVAL) {
-				if (err == DKV_ERR_EXPIRED) {
-					if (sent) return DKV_ERR_EXPIRED; /* an earlier copy may have been applied */
-					/* never applied anywhere: a new session, a fresh first attempt */
-					ck->session = 0;
-					if (open_session(ck, deadline) != DKV_OK) return DKV_ERR_TIMEOUT;
-					seq = ++ck->seq;
-					continue;
-				}
-				sent = true;
-			}
+	uint64_t deadline = dkv_call_deadline(ck->timeout_ms);
+	if (kind == KV_KIND_GET) {
+		kv_get_args a = { .key = (char *)key };
+		kv_get_reply r;
+		memset(&r, 0, sizeof r);
+		int err = one(ck, deadline, KV_GET, (xdrproc_t)xdr_kv_get_args, &a, &a.wait_ms,
+		              (xdrproc_t)xdr_kv_get_reply, &r, sizeof r, NULL);
+		if (err == DKV_OK) {
+			*value = r.value; /* taken */
+			r.value = NULL;
 		}
-		if (err == DKV_OK || err == DKV_ERR_INVAL)
-			return err;
-		DKV_DEBUG("kvpaxos clerk: %s: %s", name, dkv_strerror(err));
-		next_replica(ck, &failures, &backoff);
+		xdr_free((xdrproc_t)xdr_kv_get_reply, (char *)&r);
+		return err == DKV_ERR_KILLED ? DKV_ERR_TIMEOUT : err;
+	}
+	if (ck->session == 0) {
+		int e = open_session(ck, deadline);
+		if (e != DKV_OK) return e == DKV_ERR_KILLED ? DKV_ERR_TIMEOUT : e;
+	}
+	uint64_t seq = ++ck->seq;
+	unsigned sent_before = 0; /* RPCs of this op sent before the current call */
+	for (;;) {
+		kv_putappend_args a = { .session = ck->session, .seq = seq, .kind = kind,
+		                        .key = (char *)key, .value = (char *)arg };
+		kv_putappend_reply r;
+		memset(&r, 0, sizeof r);
+		unsigned sent = 0;
+		int err = one(ck, deadline, KV_PUTAPPEND, (xdrproc_t)xdr_kv_putappend_args, &a,
+		              &a.wait_ms, (xdrproc_t)xdr_kv_putappend_reply, &r, sizeof r, &sent);
+		xdr_free((xdrproc_t)xdr_kv_putappend_reply, (char *)&r);
+		if (err != DKV_ERR_EXPIRED)
+			return err == DKV_ERR_KILLED ? DKV_ERR_TIMEOUT : err;
+		if (sent_before + sent > 1)
+			return DKV_ERR_EXPIRED; /* an earlier copy may have been applied */
+		/* the first attempt: never applied anywhere; a new session, a fresh first attempt */
+		ck->session = 0;
+		int e = open_session(ck, deadline);
+		if (e != DKV_OK) return e == DKV_ERR_KILLED ? DKV_ERR_TIMEOUT : e;
+		seq = ++ck->seq;
+		sent_before = 0;
 	}
 }
 

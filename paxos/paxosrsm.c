@@ -99,6 +99,7 @@ typedef struct rsm_op {
 	int rc;             /* OP_DONE: the outcome */
 	void *res;          /* OP_DONE: apply's result (owned) */
 	size_t res_len;
+	pthread_cond_t cv;  /* the submitter waits here: done, kill */
 	struct rsm_op *next;
 } rsm_op;
 
@@ -123,6 +124,7 @@ struct paxosrsm {
 	uint64_t hole_since;       /* when it started (ms) */
 	uint64_t stuck_since;      /* the hole at hole_seq exists since (ms) */
 	bool need_snapshot;        /* catch up by snapshot before applying more */
+	bool probe;                /* ... only from a peer that forgot next_apply */
 	uint64_t snap_retry_at;    /* no fetch before this (ms) after a failed round */
 	int snap_peer;             /* next peer to ask */
 	/* serving snapshots */
@@ -195,7 +197,16 @@ static void free_op(rsm_op *op)
 {
 	free(op->buf);
 	free(op->res);
+	pthread_cond_destroy(&op->cv);
 	free(op);
+}
+
+/* Wake every submitter (kill, stop): their ops are on the queue or in flight. */
+static void wake_all_locked(paxosrsm *rsm)
+{
+	for (rsm_op *op = rsm->q_head; op; op = op->next) pthread_cond_signal(&op->cv);
+	for (rsm_op *op = rsm->inflight; op; op = op->next) pthread_cond_signal(&op->cv);
+	pthread_cond_broadcast(&rsm->applied_cv);
 }
 
 static void finish_op_locked(rsm_op *op, int rc)
@@ -207,6 +218,7 @@ static void finish_op_locked(rsm_op *op, int rc)
 	}
 	op->rc = rc;
 	op->state = OP_DONE;
+	pthread_cond_signal(&op->cv);
 }
 
 /* Put a list of ops back at the queue front (mu held). */
@@ -251,7 +263,6 @@ static void complete_inflight_locked(paxosrsm *rsm)
 	}
 	rsm->inflight = NULL;
 	rsm->inflight_seq = -1;
-	pthread_cond_broadcast(&rsm->applied_cv);
 }
 
 /* Our batch's seq is below next_apply and its fate unknown (covered by a
@@ -274,7 +285,6 @@ static void resolve_unknown_inflight_locked(paxosrsm *rsm)
 	rsm->inflight = NULL;
 	rsm->inflight_seq = -1;
 	requeue_list_locked(rsm, again);
-	pthread_cond_broadcast(&rsm->applied_cv);
 }
 
 /* Take a batch off the queue and encode it (mu held). NULL on ENOMEM. */
@@ -336,7 +346,7 @@ static void stop_self(paxosrsm *rsm, int seq, const char *why, int err)
 	rsm->dead = true;
 	rsm->stopped = true;
 	pthread_cond_broadcast(&rsm->cv);
-	pthread_cond_broadcast(&rsm->applied_cv);
+	wake_all_locked(rsm);
 	pthread_cond_broadcast(&rsm->snap_cv);
 	pthread_mutex_unlock(&rsm->mu);
 	remove_prog(rsm);
@@ -505,8 +515,10 @@ static void handle_snapshot(void *inst, void *args, void *res)
 	const rsm_snap_args *a = args;
 	rsm_snap_reply *r = res;
 	r->status = RSM_SNAP_NONE;
+	r->min = paxos_min(rsm->px);
 	pthread_mutex_lock(&rsm->mu);
 	if (rsm->dead || !can_snapshot(rsm) || rsm->need_snapshot) goto out;
+	if (a->only_forgotten && r->min <= a->want) goto out; /* still has it: NONE + min */
 	if (rsm->next_apply < a->want) {
 		r->status = RSM_SNAP_BEHIND;
 		r->pos = rsm->next_apply;
@@ -550,7 +562,7 @@ static bool catch_up_locked(paxosrsm *rsm)
 {
 	int want = rsm->next_apply;
 	int m = paxos_min(rsm->px);
-	if (m > want) want = m;
+	if (m > want && can_snapshot(rsm)) want = m;
 	paxos *px = rsm->px;
 	int start = rsm->snap_peer;
 	pthread_mutex_unlock(&rsm->mu);
@@ -560,12 +572,27 @@ static bool catch_up_locked(paxosrsm *rsm)
 	for (int k = 0; k < px->npeers && !got; k++) {
 		int j = (start + k) % px->npeers;
 		if (j == px->me) continue;
-		rsm_snap_args a = {.want = want};
+		rsm_snap_args a = {.want = want, .only_forgotten = rsm->probe};
 		memset(&r, 0, sizeof r);
 		int rc = dkv_rpc_call(rsm->pool, px->peers[j], RSM_PROG, RSM_VERS, RSM_SNAPSHOT,
 		                      (xdrproc_t)xdr_rsm_snap_args, &a, (xdrproc_t)xdr_rsm_snap_reply,
 		                      &r, RSM_SNAP_CALL_MS);
+		DKV_DEBUG("paxosrsm: snapshot %s of peer %d at %d: rc %d status %d pos %d min %d",
+		          rsm->probe ? "probe" : "fetch", j, want, rc, rc == DKV_OK ? r.status : -1,
+		          rc == DKV_OK ? r.pos : -1, rc == DKV_OK ? r.min : -1);
 		if (rc != DKV_OK) continue;
+		if (!can_snapshot(rsm)) {
+			int pm = r.min;
+			xdr_free((xdrproc_t)xdr_rsm_snap_reply, (char *)&r);
+			if (pm > rsm->next_apply) { /* next_apply only moves on this thread */
+				stop_self(rsm, want, "forgotten by a peer before applied, and no snapshot to "
+				                     "catch up from (paxosrsm_make)", DKV_ERR_KILLED);
+				pthread_mutex_lock(&rsm->mu);
+				rsm->need_snapshot = false;
+				return false;
+			}
+			continue;
+		}
 		if (r.status == RSM_SNAP_OK && r.pos >= want && r.pos > 0) {
 			got = true;
 			start = j;
@@ -575,6 +602,8 @@ static bool catch_up_locked(paxosrsm *rsm)
 	}
 	if (!got) {
 		pthread_mutex_lock(&rsm->mu);
+		if (!can_snapshot(rsm) || rsm->probe) rsm->need_snapshot = false; /* probed: not forgotten */
+		rsm->probe = false;
 		rsm->snap_peer = (start + 1) % px->npeers;
 		rsm->snap_retry_at = dkv_now_ms() + RSM_STUCK_MS;
 		return false;
@@ -609,6 +638,7 @@ static bool catch_up_locked(paxosrsm *rsm)
 	rsm->snapshots_restored++;
 	rsm->sessions_held = (unsigned long)dkv_sessions_count(ses);
 	rsm->need_snapshot = false;
+	rsm->probe = false;
 	rsm->snap_peer = start;
 	if (rsm->next_seq < pos) rsm->next_seq = pos;
 	if (rsm->noop_upto < pos) rsm->noop_upto = pos;
@@ -618,6 +648,26 @@ static bool catch_up_locked(paxosrsm *rsm)
 }
 
 /* ---------------------------------------------------------------- the loop */
+
+/* Propose the queue as our next batch, when none is in flight (mu held).
+ * Called by the applier, and by a submit that finds the proposer idle (one
+ * thread hand-off less on the request path). false: nothing to do, or ENOMEM. */
+static bool propose_locked(paxosrsm *rsm)
+{
+	if (rsm->inflight_seq >= 0 || !rsm->q_head || rsm->need_snapshot || rsm->dead) return false;
+	size_t vlen = 0;
+	unsigned char *v = take_batch_locked(rsm, &vlen);
+	if (!v) return false;
+	int pmax = paxos_max(rsm->px);
+	int s = rsm->next_seq;
+	if (s < pmax + 1) s = pmax + 1;
+	if (s < rsm->next_apply) s = rsm->next_apply;
+	rsm->inflight_seq = s;
+	rsm->next_seq = s + 1;
+	paxos_start(rsm->px, s, v, vlen);
+	free(v);
+	return true;
+}
 
 /* One look at the log; returns true if it made progress (look again at once),
  * else sets *wait_ms (0: until kicked). mu held on entry and exit. */
@@ -686,6 +736,7 @@ static bool step_locked(paxosrsm *rsm, unsigned *wait_ms)
 			return false;
 		}
 		rsm->need_snapshot = true;
+		rsm->probe = false;
 		return true;
 	}
 
@@ -705,23 +756,14 @@ static bool step_locked(paxosrsm *rsm, unsigned *wait_ms)
 
 	int pmax = paxos_max(rsm->px);
 	if (rsm->inflight_seq < 0 && rsm->q_head) {
-		size_t vlen = 0;
-		unsigned char *v = take_batch_locked(rsm, &vlen);
-		if (v) {
-			int s = rsm->next_seq;
-			if (s < pmax + 1) s = pmax + 1;
-			if (s < rsm->next_apply) s = rsm->next_apply;
-			rsm->inflight_seq = s;
-			rsm->next_seq = s + 1;
-			paxos_start(rsm->px, s, v, vlen);
-			free(v);
-			return true;
-		}
+		if (propose_locked(rsm)) return true;
 		*wait_ms = RSM_HOLE_MS; /* ENOMEM: try again later */
 		return false;
 	}
 
-	/* Holes: next_apply pending while later instances exist. */
+	/* Holes: next_apply pending while later instances exist (our own batch's
+	 * seq counts even before paxos notes it). */
+	if (rsm->inflight_seq > pmax) pmax = rsm->inflight_seq;
 	if (seq <= pmax) {
 		uint64_t now = dkv_now_ms();
 		if (rsm->hole_seq != seq) {
@@ -729,11 +771,13 @@ static bool step_locked(paxosrsm *rsm, unsigned *wait_ms)
 			rsm->hole_since = now;
 			rsm->stuck_since = now;
 		}
-		/* Stuck although a peer is Done with it: it may be forgotten there
-		 * (no-ops cannot learn it); a snapshot is always a safe way on. */
-		if (can_snapshot(rsm) && now - rsm->stuck_since >= RSM_STUCK_MS &&
-		    now >= rsm->snap_retry_at && peer_done_with_locked(rsm, seq)) {
+		/* Stuck: the peers may have forgotten it (no-ops cannot learn it:
+		 * a peer answers FORGOTTEN). Ask them (a probe): one that forgot it
+		 * sends a snapshot; a replica without snapshots stops. A peer known
+		 * Done with it may well have forgotten it: ask for a snapshot outright. */
+		if (now - rsm->stuck_since >= RSM_STUCK_MS && now >= rsm->snap_retry_at) {
 			rsm->need_snapshot = true;
+			rsm->probe = !can_snapshot(rsm) || !peer_done_with_locked(rsm, seq);
 			rsm->stuck_since = now;
 			return true;
 		}
@@ -806,8 +850,7 @@ static paxosrsm *rsm_new(const char *const *peers, int npeers, int me, dkv_rpc_s
 		errno = EINVAL;
 		return NULL;
 	}
-	if (!dkv_opts_plain(opts)) {
-		/* restart needs paxos's rejoin-without-voting; dir, issue 13 */
+	if (opts && opts->dir && opts->dir[0]) { /* issue 13 */
 		errno = ENOTSUP;
 		return NULL;
 	}
@@ -849,7 +892,7 @@ static paxosrsm *rsm_new(const char *const *peers, int npeers, int me, dkv_rpc_s
 		errno = ENOMEM;
 		return NULL;
 	}
-	rsm->px = px_make(peers, npeers, me, rpcs, decide_hook, rsm);
+	rsm->px = px_make_restart(peers, npeers, me, rpcs, decide_hook, rsm, rsm->restart);
 	if (!rsm->px) {
 		int err = errno;
 		rsm_release(rsm);
@@ -923,7 +966,7 @@ static int submit(paxosrsm *rsm, uint8_t type, uint64_t session, uint64_t cseq, 
 	if (!rsm || (len && !op) || len > UINT32_MAX - HDR_LEN - ENT_LEN) return DKV_ERR_INVAL;
 	rsm_op *o = dkv_calloc(1, sizeof *o);
 	void *buf = len ? dkv_malloc(len) : NULL;
-	if (!o || (len && !buf)) {
+	if (!o || (len && !buf) || dkv_cond_init(&o->cv) != 0) {
 		free(o);
 		free(buf);
 		return DKV_ERR_NOMEM;
@@ -948,17 +991,18 @@ static int submit(paxosrsm *rsm, uint8_t type, uint64_t session, uint64_t cseq, 
 	else
 		rsm->q_head = o;
 	rsm->q_tail = o;
-	rsm->kick = true;
+	propose_locked(rsm); /* idle proposer: propose now, from this thread */
+	rsm->kick = true;     /* the applier watches the batch (or proposes it next) */
 	pthread_cond_signal(&rsm->cv);
 
 	uint64_t deadline = timeout_ms ? dkv_now_ms() + timeout_ms : 0;
 	bool timed_out = false;
 	while (o->state != OP_DONE && !rsm->dead && !timed_out) {
 		if (deadline)
-			timed_out = !dkv_cond_wait_until(&rsm->applied_cv, &rsm->mu, deadline) &&
+			timed_out = !dkv_cond_wait_until(&o->cv, &rsm->mu, deadline) &&
 			            dkv_now_ms() >= deadline;
 		else
-			pthread_cond_wait(&rsm->applied_cv, &rsm->mu);
+			pthread_cond_wait(&o->cv, &rsm->mu);
 	}
 	int rc;
 	if (o->state == OP_DONE) {
@@ -1039,11 +1083,13 @@ void paxosrsm_get_info(paxosrsm *rsm, paxosrsm_info *out)
 	memset(out, 0, sizeof *out);
 	if (!rsm) return;
 	pthread_mutex_lock(&rsm->mu);
+	bool voting = px_is_voting(rsm->px);
 	if (rsm->dead)
 		out->role = PAXOSRSM_STOPPED;
+	else if (!voting)
+		out->role = PAXOSRSM_REJOINING;
 	else if (rsm->need_snapshot)
-		out->role = rsm->restart && rsm->snapshots_restored == 0 ? PAXOSRSM_REJOINING
-		                                                           : PAXOSRSM_CATCHING_UP;
+		out->role = PAXOSRSM_CATCHING_UP;
 	else
 		out->role = PAXOSRSM_VOTING;
 	out->applied = rsm->next_apply;
@@ -1052,7 +1098,7 @@ void paxosrsm_get_info(paxosrsm *rsm, paxosrsm_info *out)
 	out->snapshots_sent = rsm->snapshots_sent;
 	out->snapshots_restored = rsm->snapshots_restored;
 	pthread_mutex_unlock(&rsm->mu);
-	out->incarnation = 0;
+	out->incarnation = px_incarnation(rsm->px);
 	out->paxos_max = paxos_max(rsm->px);
 	out->paxos_min = paxos_min(rsm->px);
 }
@@ -1068,7 +1114,7 @@ void paxosrsm_kill(paxosrsm *rsm)
 	pthread_mutex_lock(&rsm->mu);
 	rsm->dead = true;
 	pthread_cond_broadcast(&rsm->cv);
-	pthread_cond_broadcast(&rsm->applied_cv);
+	wake_all_locked(rsm);
 	pthread_cond_broadcast(&rsm->snap_cv);
 	pthread_mutex_unlock(&rsm->mu);
 	dkv_rpc_pool_shutdown(rsm->pool); /* a snapshot fetch in flight fails at once */

@@ -86,6 +86,20 @@ void paxosrsm_set_unreliable(paxosrsm *rsm, bool on);
  * ================================================================ */
 
 /*
+ * Compaction and catch-up (memory mode): a replica marks an instance Done as
+ * soon as it has applied it; Paxos forgets it once every peer is Done. A
+ * replica whose next instance its peers forgot — or a hole that no-op
+ * proposals cannot fill while a peer is Done with it, or a start with
+ * opts->restart — fetches a snapshot (state, session table, position) from a
+ * peer that has applied at least that far (paxosrsm's own RPC program, served
+ * on the Paxos peer's RPC server), restores it and continues from its
+ * position. It never skips an instance. A submit whose op was in a batch
+ * covered by such a snapshot completes with DKV_ERR_TIMEOUT (no session: it
+ * may have been applied) or is proposed again (with a session: the session
+ * table answers a duplicate).
+ */
+
+/*
  * paxosrsm_sm: what a service hands to the engine. Every function runs on the
  * replica's applier thread, one call at a time, with no paxosrsm lock held.
  * All three must be deterministic: replicas that apply the same ops from the
