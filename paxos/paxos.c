@@ -691,17 +691,14 @@ static void px_release(paxos *px)
 	free(px);
 }
 
-static paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
-                              px_decide_hook hook, void *hook_ctx, bool restart);
-
 paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                px_decide_hook hook, void *hook_ctx)
 {
 	return px_make_restart(peers, npeers, me, rpcs, hook, hook_ctx, false);
 }
 
-static paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
-                              px_decide_hook hook, void *hook_ctx, bool restart)
+paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                       px_decide_hook hook, void *hook_ctx, bool restart)
 {
 	dkv_lib_init();
 	if (!peers || npeers <= 0 || npeers >= (1 << PX_ROUND_SHIFT) || me < 0 || me >= npeers) {

@@ -181,6 +181,10 @@ struct paxos {
 /* px_make: paxos_make with a decide hook (may be NULL). */
 paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                px_decide_hook hook, void *hook_ctx);
+/* px_make_restart: px_make, rejoining without voting when `restart` (for
+ * paxosrsm_start, which needs both the hook and the restart flag). */
+paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                       px_decide_hook hook, void *hook_ctx, bool restart);
 
 /* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
 /* px_is_voting: false while the peer rejoins after a restart without state. */
