@@ -505,6 +505,7 @@ static void handle_snapshot(void *inst, void *args, void *res)
 	const rsm_snap_args *a = args;
 	rsm_snap_reply *r = res;
 	r->status = RSM_SNAP_NONE;
+	r->min = paxos_min(rsm->px);
 	pthread_mutex_lock(&rsm->mu);
 	if (rsm->dead || !can_snapshot(rsm) || rsm->need_snapshot) goto out;
 	if (rsm->next_apply < a->want) {
@@ -550,7 +551,7 @@ static bool catch_up_locked(paxosrsm *rsm)
 {
 	int want = rsm->next_apply;
 	int m = paxos_min(rsm->px);
-	if (m > want) want = m;
+	if (m > want && can_snapshot(rsm)) want = m;
 	paxos *px = rsm->px;
 	int start = rsm->snap_peer;
 	pthread_mutex_unlock(&rsm->mu);
@@ -566,6 +567,18 @@ static bool catch_up_locked(paxosrsm *rsm)
 		                      (xdrproc_t)xdr_rsm_snap_args, &a, (xdrproc_t)xdr_rsm_snap_reply,
 		                      &r, RSM_SNAP_CALL_MS);
 		if (rc != DKV_OK) continue;
+		if (!can_snapshot(rsm)) {
+			int pm = r.min;
+			xdr_free((xdrproc_t)xdr_rsm_snap_reply, (char *)&r);
+			if (pm > rsm->next_apply) { /* next_apply only moves on this thread */
+				stop_self(rsm, want, "forgotten by a peer before applied, and no snapshot to "
+				                     "catch up from (paxosrsm_make)", DKV_ERR_KILLED);
+				pthread_mutex_lock(&rsm->mu);
+				rsm->need_snapshot = false;
+				return false;
+			}
+			continue;
+		}
 		if (r.status == RSM_SNAP_OK && r.pos >= want && r.pos > 0) {
 			got = true;
 			start = j;
@@ -575,6 +588,7 @@ static bool catch_up_locked(paxosrsm *rsm)
 	}
 	if (!got) {
 		pthread_mutex_lock(&rsm->mu);
+		if (!can_snapshot(rsm)) rsm->need_snapshot = false; /* probed: not forgotten */
 		rsm->snap_peer = (start + 1) % px->npeers;
 		rsm->snap_retry_at = dkv_now_ms() + RSM_STUCK_MS;
 		return false;
@@ -731,7 +745,7 @@ static bool step_locked(paxosrsm *rsm, unsigned *wait_ms)
 		}
 		/* Stuck although a peer is Done with it: it may be forgotten there
 		 * (no-ops cannot learn it); a snapshot is always a safe way on. */
-		if (can_snapshot(rsm) && now - rsm->stuck_since >= RSM_STUCK_MS &&
+		if (now - rsm->stuck_since >= RSM_STUCK_MS &&
 		    now >= rsm->snap_retry_at && peer_done_with_locked(rsm, seq)) {
 			rsm->need_snapshot = true;
 			rsm->stuck_since = now;
@@ -806,8 +820,7 @@ static paxosrsm *rsm_new(const char *const *peers, int npeers, int me, dkv_rpc_s
 		errno = EINVAL;
 		return NULL;
 	}
-	if (!dkv_opts_plain(opts)) {
-		/* restart needs paxos's rejoin-without-voting; dir, issue 13 */
+	if (opts && opts->dir && opts->dir[0]) { /* issue 13 */
 		errno = ENOTSUP;
 		return NULL;
 	}
@@ -849,7 +862,7 @@ static paxosrsm *rsm_new(const char *const *peers, int npeers, int me, dkv_rpc_s
 		errno = ENOMEM;
 		return NULL;
 	}
-	rsm->px = px_make(peers, npeers, me, rpcs, decide_hook, rsm);
+	rsm->px = px_make_restart(peers, npeers, me, rpcs, decide_hook, rsm, rsm->restart);
 	if (!rsm->px) {
 		int err = errno;
 		rsm_release(rsm);
@@ -1039,11 +1052,13 @@ void paxosrsm_get_info(paxosrsm *rsm, paxosrsm_info *out)
 	memset(out, 0, sizeof *out);
 	if (!rsm) return;
 	pthread_mutex_lock(&rsm->mu);
+	bool voting = px_is_voting(rsm->px);
 	if (rsm->dead)
 		out->role = PAXOSRSM_STOPPED;
+	else if (!voting)
+		out->role = PAXOSRSM_REJOINING;
 	else if (rsm->need_snapshot)
-		out->role = rsm->restart && rsm->snapshots_restored == 0 ? PAXOSRSM_REJOINING
-		                                                           : PAXOSRSM_CATCHING_UP;
+		out->role = PAXOSRSM_CATCHING_UP;
 	else
 		out->role = PAXOSRSM_VOTING;
 	out->applied = rsm->next_apply;
@@ -1052,7 +1067,7 @@ void paxosrsm_get_info(paxosrsm *rsm, paxosrsm_info *out)
 	out->snapshots_sent = rsm->snapshots_sent;
 	out->snapshots_restored = rsm->snapshots_restored;
 	pthread_mutex_unlock(&rsm->mu);
-	out->incarnation = 0;
+	out->incarnation = px_incarnation(rsm->px);
 	out->paxos_max = paxos_max(rsm->px);
 	out->paxos_min = paxos_min(rsm->px);
 }
