@@ -24,7 +24,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../shardkv/skv_internal.h"
+#include "../shardmaster/sm_session.h"
 #include "dkv/paxos.h"
+#include "dkv/paxosrsm.h"
 #include "dkv/shardkv.h"
 #include "dkv/shardmaster.h"
 
@@ -732,6 +735,214 @@ static void test_shardkv_kill_and_free_of_a_whole_cluster_leaks_nothing(void **s
 	assert_true(heap1 < heap0 + 512 * 1024);
 }
 
+/* ================================================================ restarts, sessions, failures */
+
+/* A raw Get / Append at one replica (no clerk, no routing): what it serves. */
+static int raw_get(const char *name, const char *key, char **value)
+{
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	skv_get_args a = { .wait_ms = 3000, .key = (char *)key };
+	skv_get_reply r;
+	memset(&r, 0, sizeof r);
+	int rc = dkv_rpc_call(pool, name, SKV_PROG, SKV_VERS, SKV_GET, (xdrproc_t)xdr_skv_get_args,
+	                      &a, (xdrproc_t)xdr_skv_get_reply, &r, 10000);
+	if (rc == DKV_OK) {
+		rc = r.err;
+		*value = strdup(r.value ? r.value : "");
+		xdr_free((xdrproc_t)xdr_skv_get_reply, (char *)&r);
+	}
+	dkv_rpc_pool_free(pool);
+	return rc;
+}
+
+static int raw_append(const char *name, uint64_t session, uint64_t seq, const char *key,
+                      const char *value)
+{
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	skv_putappend_args a = { .session = session, .seq = seq, .wait_ms = 3000, .append = true,
+	                         .key = (char *)key, .value = (char *)value };
+	skv_putappend_reply r;
+	memset(&r, 0, sizeof r);
+	int rc = dkv_rpc_call(pool, name, SKV_PROG, SKV_VERS, SKV_PUTAPPEND,
+	                      (xdrproc_t)xdr_skv_putappend_args, &a,
+	                      (xdrproc_t)xdr_skv_putappend_reply, &r, 10000);
+	if (rc == DKV_OK)
+		rc = r.err;
+	dkv_rpc_pool_free(pool);
+	return rc;
+}
+
+/* raw_append_any: the first replica of group g that applies it (or its final answer). */
+static int raw_append_group(cluster *c, int g, uint64_t session, uint64_t seq, const char *key,
+                            const char *value)
+{
+	int rc = DKV_ERR_NET;
+	for (int round = 0; round < 50; round++) {
+		for (int j = 0; j < NR; j++) {
+			rc = raw_append(c->ports[g][j], session, seq, key, value);
+			if (rc == DKV_OK || rc == DKV_ERR_EXPIRED || rc == DKV_ERR_INVAL)
+				return rc;
+		}
+		th_sleep_ms(100);
+	}
+	return rc;
+}
+
+static paxosrsm_role skv_role(shardkv_server *s)
+{
+	paxosrsm_info info;
+	paxosrsm_get_info(s->rsm, &info);
+	return info.role;
+}
+
+/* A replica restarted in memory mode (restart) after its peers forgot the log
+ * catches up from a peer's snapshot — shards, values and session tables — and
+ * serves the latest values itself; then another replica of its group dies and
+ * the group keeps working (the restarted one votes again). */
+static void test_shardkv_restarted_replica_catches_up_after_peers_forgot_the_log(void **state)
+{
+	cluster *c = cluster_new("rst", false, false);
+	*state = c;
+	shardkv_clerk *ck = new_clerk(c);
+	join(c, 0);
+	keyset ks;
+	put_random_keys(ck, &ks);
+	for (int r = 0; r < 3; r++)
+		check_then_rewrite(ck, &ks);
+	for (int j = 1; j < NR; j++)
+		WAIT_UNTIL(paxos_min(shardkv_server_paxos(c->s[0][j])) > 5, 20000);
+	shardkv_server_free(c->s[0][0]);
+	dkv_server_opts o = { .restart = true };
+	c->s[0][0] = shardkv_server_start_opts(c->gids[0], c->mptrs, NSM, c->gptrs[0], NR, 0, &o);
+	if (c->s[0][0] == NULL)
+		fail_msg("restart: %s", strerror(errno));
+	/* The restarted replica itself answers every key with its latest value. */
+	for (int i = 0; i < NKEYS; i++) {
+		char *v = NULL;
+		int rc = DKV_ERR_NET;
+		for (int t = 0; t < 100 && rc != DKV_OK; t++) {
+			free(v);
+			v = NULL;
+			rc = raw_get(c->ports[0][0], ks.keys[i], &v);
+			if (rc != DKV_OK)
+				th_sleep_ms(50);
+		}
+		if (rc != DKV_OK)
+			fail_msg("restarted replica: Get(%s): %s", ks.keys[i], dkv_strerror(rc));
+		assert_string_equal(v, ks.vals[i]);
+		free(v);
+	}
+	paxosrsm_info info;
+	paxosrsm_get_info(c->s[0][0]->rsm, &info);
+	assert_true(info.snapshots_restored >= 1);
+	/* Another replica dies: 0 (restarted) and 2 carry the group. */
+	shardkv_server_kill(c->s[0][1]);
+	check_then_rewrite(ck, &ks);
+	for (int i = 0; i < NKEYS; i++)
+		assert_get(ck, ks.keys[i], ks.vals[i]);
+	assert_int_equal(skv_role(c->s[0][0]), PAXOSRSM_VOTING);
+	shardkv_clerk_free(ck);
+}
+
+/* Session records are bounded per shard however many clerks write, travel
+ * with the shard (a retried Append after a move is applied once), and a
+ * session pushed out by newer ones is refused (EXPIRED), never applied twice. */
+static void test_shardkv_sessions_are_bounded_and_travel_with_the_shard(void **state)
+{
+	size_t saved = skv_sessions_cap;
+	skv_sessions_cap = 32; /* before any server starts: every replica agrees */
+	cluster *c = cluster_new("sess", false, false);
+	*state = c;
+	join(c, 0);
+	/* An Append under a session of our own, applied by group 0. */
+	uint64_t s1 = 0;
+	assert_int_equal(sm_clerk_global_session(c->mck, &s1), DKV_OK);
+	const char *key = "a";
+	int shard = shardkv_key2shard(key);
+	assert_int_equal(raw_append_group(c, 0, s1, 1, key, "x"), DKV_OK);
+	/* The shard moves to group 1; the retry of that Append reaches the new owner. */
+	join(c, 1);
+	assert_int_equal(shardmaster_clerk_move(c->mck, shard, c->gids[1]), DKV_OK);
+	shardkv_clerk *ck = new_clerk(c);
+	assert_get(ck, key, "x"); /* served by group 1 once it has the shard */
+	assert_int_equal(raw_append_group(c, 1, s1, 1, key, "x"), DKV_OK); /* DUP */
+	assert_get(ck, key, "x");
+	assert_int_equal(raw_append_group(c, 1, s1, 2, key, "y"), DKV_OK);
+	assert_get(ck, key, "xy");
+
+	/* 100 clerks (100 sessions) append to the same shard. */
+	char want[256] = "xy";
+	for (int i = 0; i < 100; i++) {
+		shardkv_clerk *k2 = new_clerk(c);
+		assert_append(k2, key, "z");
+		strcat(want, "z");
+		shardkv_clerk_free(k2);
+	}
+	assert_get(ck, key, want);
+	for (int j = 0; j < NR; j++) {
+		shardkv_server *s = c->s[1][j];
+		pthread_mutex_lock(&s->mu);
+		size_t held = skv_sessions_held(&s->st);
+		size_t in_shard = s->st.shards[shard] ? dkv_sessions_count(s->st.shards[shard]->sess) : 0;
+		pthread_mutex_unlock(&s->mu);
+		print_message("replica %d of group 1: %zu sessions held, %zu in shard %d\n", j, held,
+		              in_shard, shard);
+		assert_true(in_shard <= 32);
+		assert_true(held <= 32 * NS);
+	}
+	/* s1 was pushed out: its late retry is refused and changes nothing. */
+	assert_int_equal(raw_append_group(c, 1, s1, 2, key, "y"), DKV_ERR_EXPIRED);
+	assert_int_equal(raw_append_group(c, 1, s1, 3, key, "w"), DKV_ERR_EXPIRED);
+	assert_get(ck, key, want);
+	/* A clerk whose session expired between two calls goes on transparently. */
+	assert_append(ck, key, "1"); /* ck's session was opened... */
+	for (int i = 0; i < 40; i++) {
+		shardkv_clerk *k2 = new_clerk(c);
+		assert_append(k2, key, "z");
+		strcat(want, "z");
+		shardkv_clerk_free(k2);
+	}
+	(void)want;
+	assert_append(ck, key, "2"); /* ...and expired since: reopened, applied once */
+	char *v = NULL;
+	assert_int_equal(shardkv_clerk_get(ck, key, &v), DKV_OK);
+	assert_int_equal(strchr(v, '2') - v, (long)strlen(v) - 1);
+	assert_non_null(strchr(v, '1'));
+	assert_null(strchr(strchr(v, '2') + 1, '2'));
+	free(v);
+	shardkv_clerk_free(ck);
+	skv_sessions_cap = saved;
+}
+
+/* An allocation failure while a replica applies an agreed op stops that
+ * replica (it never diverges); its group keeps serving. */
+static void test_shardkv_apply_failure_stops_the_replica(void **state)
+{
+	cluster *c = cluster_new("afail", false, false);
+	*state = c;
+	join(c, 0);
+	shardkv_clerk *ck = new_clerk(c);
+	assert_put(ck, "k", "v");
+	shardkv_clerk_set_timeout(ck, 5000);
+	int stopped = -1;
+	for (unsigned long n = 1; stopped < 0; n++) {
+		assert_true(n < 5000);
+		char val[32];
+		snprintf(val, sizeof val, "%lu", n);
+		dkv_alloc_fail_after(n % 61 + 1);
+		(void)shardkv_clerk_put(ck, "k", val);
+		dkv_alloc_fail_after(0);
+		for (int j = 0; j < NR; j++)
+			if (skv_role(c->s[0][j]) == PAXOSRSM_STOPPED)
+				stopped = j;
+	}
+	print_message("replica %d stopped itself\n", stopped);
+	shardkv_clerk_set_timeout(ck, CLERK_MS);
+	assert_put(ck, "k", "after");
+	assert_get(ck, "k", "after");
+	shardkv_clerk_free(ck);
+}
+
 #define CLUSTER_TEST(f) cmocka_unit_test_teardown(f, cluster_teardown)
 
 int main(void)
@@ -749,6 +960,9 @@ int main(void)
 		CLUSTER_TEST(test_shardkv_reconfiguration_while_one_replica_of_each_group_is_partitioned),
 		CLUSTER_TEST(test_shardkv_old_owner_frees_shards_once_the_new_owner_has_them),
 		CLUSTER_TEST(test_shardkv_clerk_deadline_returns_timeout),
+		CLUSTER_TEST(test_shardkv_restarted_replica_catches_up_after_peers_forgot_the_log),
+		CLUSTER_TEST(test_shardkv_sessions_are_bounded_and_travel_with_the_shard),
+		CLUSTER_TEST(test_shardkv_apply_failure_stops_the_replica),
 		cmocka_unit_test(test_shardkv_kill_and_free_of_a_whole_cluster_leaks_nothing),
 	};
 	return th_run_suite("shardkv", tests);
