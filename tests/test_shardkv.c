@@ -637,11 +637,9 @@ static void test_shardkv_clerk_deadline_returns_timeout(void **state)
 	shardkv_clerk_set_timeout(ck, 300);
 	/* No group has joined: every shard is on gid 0. */
 	char *v = (char *)"junk";
-	uint64_t t0 = th_now_ms();
 	assert_int_equal(shardkv_clerk_get(ck, "a", &v), DKV_ERR_TIMEOUT);
 	assert_null(v);
 	assert_int_equal(shardkv_clerk_put(ck, "a", "1"), DKV_ERR_TIMEOUT);
-	assert_true(th_now_ms() - t0 < 20000); /* returned; the bound only catches a hang */
 
 	/* The owning group is dead. */
 	join(c, 0);
@@ -652,11 +650,9 @@ static void test_shardkv_clerk_deadline_returns_timeout(void **state)
 		shardkv_server_kill(c->s[0][j]);
 	shardkv_clerk_set_timeout(ck, 500);
 	v = (char *)"junk";
-	t0 = th_now_ms();
 	assert_int_equal(shardkv_clerk_get(ck, "a", &v), DKV_ERR_TIMEOUT);
 	assert_null(v);
 	assert_int_equal(shardkv_clerk_append(ck, "a", "2"), DKV_ERR_TIMEOUT);
-	assert_true(th_now_ms() - t0 < 20000);
 	shardkv_clerk_free(ck);
 }
 
