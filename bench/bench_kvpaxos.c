@@ -26,6 +26,7 @@
 #include "dkv_internal.h"
 #include "kv_prot.h"
 #include "../kvpaxos/kv_internal.h"
+#include "bench_out.h"
 
 #define NREP 3
 #define MAX_CLERKS 32
@@ -245,6 +246,9 @@ int main(void)
 			       (double)total / el, p50, p99, row_rtt, row_rtt > 0 ? p50 / row_rtt : 0,
 			       per_entry, errors);
 			fflush(stdout);
+			bench_out("bench=kvpaxos\top=%s\tmode=memory\tclients=%d\tops_s=%.0f\tp50_us=%.0f\t"
+			          "p99_us=%.0f\tnull_us=%.1f\tops_per_entry=%.1f\terrors=%lu",
+			          opname[kind], nc, (double)total / el, p50, p99, row_rtt, per_entry, errors);
 			if (errors != 0)
 				rc = 1;
 		}

@@ -23,6 +23,7 @@
 #include "dkv_internal.h"
 #include "pb_prot.h"
 #include "../viewservice/vs_server_internal.h"
+#include "bench_out.h"
 
 typedef struct {
 	uint64_t *lat; /* microseconds */
@@ -201,6 +202,8 @@ int main(void)
 	run(vsh, p1, 1, 0, secs, &null1);
 	printf("%-22s %8d %12.0f %10.1f %10.1f %8lu\n", "null RPC (transport)", 1, null1.ops_per_s,
 	       null1.p50_us, null1.p99_us, null1.errors);
+	bench_out("bench=pbservice\trow=null RPC\tclients=1\tops_s=%.0f\tp50_us=%.1f\tp99_us=%.1f",
+	          null1.ops_per_s, null1.p50_us, null1.p99_us);
 	double put1_p50 = 0;
 	const int clerks[] = {1, 8, 32};
 	for (size_t c = 0; c < sizeof clerks / sizeof clerks[0]; c++) {
@@ -208,6 +211,9 @@ int main(void)
 			run(vsh, p1, clerks[c], op, secs, &r);
 			printf("%-22s %8d %12.0f %10.1f %10.1f %8lu\n", op == 1 ? "Put" : "Get", clerks[c],
 			       r.ops_per_s, r.p50_us, r.p99_us, r.errors);
+			bench_out("bench=pbservice\top=%s\tmode=memory\tclients=%d\tops_s=%.0f\t"
+			          "p50_us=%.1f\tp99_us=%.1f\terrors=%lu",
+			          op == 1 ? "Put" : "Get", clerks[c], r.ops_per_s, r.p50_us, r.p99_us, r.errors);
 			if (op == 1 && clerks[c] == 1)
 				put1_p50 = r.p50_us;
 		}

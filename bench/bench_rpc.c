@@ -21,6 +21,7 @@
 
 #include "dkv/rpc.h"
 #include "dkv_internal.h"
+#include "bench_out.h"
 
 #define B_PROG 0x20000F01u
 
@@ -193,6 +194,9 @@ int main(void)
 					continue; /* TIME_WAIT churn on loopback TCP; see notes/tirpc.md §4 */
 				struct row r = run((enum mode)m, names[n], thr, seconds);
 				printf("%-5s %-22s %4d %10.0f %9.1f %9.1f\n", tn[n], mode_names[m], thr, r.ops, r.p50, r.p99);
+				bench_out("bench=rpc\tnet=%s\trow=%s\tclients=%d\tops_s=%.0f\tp50_us=%.1f\t"
+				          "p99_us=%.1f",
+				          tn[n], mode_names[m], thr, r.ops, r.p50, r.p99);
 				if (thr == 1 && m == RAW)
 					raw_p50[n] = r.p50;
 				if (thr == 1 && m == POOLED)

@@ -28,6 +28,7 @@
 #include "dkv/shardkv.h"
 #include "dkv/shardmaster.h"
 #include "dkv_internal.h"
+#include "bench_out.h"
 
 #define NSM 3
 #define NG 3
@@ -186,6 +187,9 @@ static void run_row(const char *label, int kind, const char *const *names, int n
 		printf("   (%lu moves)", m.moves);
 	printf("\n");
 	fflush(stdout);
+	bench_out("bench=shardkv\trow=%s\top=Put/Get\tmode=memory\tclients=%d\tops_s=%.0f\t"
+	          "p50_us=%u\tp99_us=%u\terrors=%lu",
+	          label, nclerks, (double)n * 1000.0 / (double)dt, p50, p99, errors);
 }
 
 static char *mkname(const char *dir, const char *what, int i)

@@ -15,12 +15,22 @@
  *      client threads, each with its own shardkv clerk, with a live one-line
  *      progress display: ops/s, latency p50/p99/max, errors, timeouts;
  *   5. moves shards between groups, SIGKILLs one replica of each group and
- *      one shard master, moves shards again (every group and the shard master
- *      keep serving with two replicas of three);
+ *      one shard master (every group and the shard master keep serving with
+ *      two replicas of three), then restarts each of them on its data
+ *      directory (--restart); SIGKILLs one more replica, wipes its directory
+ *      (rm -rf; mkdir) and starts it with --restart, so that it rebuilds its
+ *      state from its peers; SIGKILLs every replica of one group at once and
+ *      starts them all again on their directories (a power cut of a group:
+ *      nothing it acknowledged may be lost); and moves shards again;
  *   6. reads back every client's Append log (each acknowledged append exactly
- *      once, in order), prints a summary;
+ *      once, in order — across every restart), prints a summary and the
+ *      status of every replica (`dkvctl status`);
  *   7. stops every daemon it started, by pid (SIGTERM, then SIGKILL after a
- *      grace period), reaps them and removes the temporary directory.
+ *      grace period), reaps them and removes the run directory.
+ *
+ * Every daemon keeps its state in its own data directory, <run dir>/data/
+ * <label>, next to its log, <run dir>/<label>.log; each start after its first
+ * gets --restart. The phase on the live line names the fault of the moment.
  *
  * Ctrl-C (or SIGTERM/SIGHUP) at any point skips to step 7; a second one
  * kills the daemons at once. Each daemon also gets PR_SET_PDEATHSIG, so even
@@ -33,6 +43,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -56,6 +67,7 @@
 #include "dkv/shardkv.h"
 #include "dkv/shardmaster.h"
 #include "lib/cli.h"
+#include "lib/status_cmd.h"
 
 #define MAX_DAEMONS 64
 #define OP_TIMEOUT_MS 5000u
@@ -75,11 +87,16 @@ static const char usage_text[] =
 	"    It joins the groups (dkvctl join), runs a mixed Get/Put/Append workload\n"
 	"    from several clients with a live one-line display (ops/s, latency,\n"
 	"    errors), moves shards, SIGKILLs one replica of each group and one shard\n"
-	"    master, moves shards again, checks every client's appends (each exactly\n"
-	"    once, in order), prints a summary and stops every process it started.\n"
-	"    The daemons' logs are in a temporary directory, removed at the end\n"
-	"    unless --keep-logs is given or something failed. dkvd and dkvctl are\n"
-	"    taken from the directory of this program. `make run` runs it.\n"
+	"    master and restarts them on their data directories, SIGKILLs a replica\n"
+	"    and restarts it with its directory wiped (it rebuilds its state from\n"
+	"    its peers), SIGKILLs a whole group at once and starts it again on its\n"
+	"    directories, moves shards again, checks every client's appends (each\n"
+	"    acknowledged one exactly once, in order), prints a summary and stops\n"
+	"    every process it started. Each daemon keeps its state in a data\n"
+	"    directory (--dir) under a temporary run directory, with its log; the\n"
+	"    run directory is removed at the end unless --keep-logs is given or\n"
+	"    something failed. dkvd and dkvctl are taken from the directory of this\n"
+	"    program. `make run` runs it.\n"
 	"\n"
 	"OPTIONS\n"
 	"    -d, --duration SECS   workload length in seconds (default 30, min 8)\n"
@@ -89,10 +106,11 @@ static const char usage_text[] =
 	"    -r, --replicas N      replicas per group (default 3)\n"
 	"    -m, --masters N       shard master replicas (default 3)\n"
 	"        --seed N          seed for the workload and the choice of victims\n"
-	"        --keep-logs       keep the daemons' log directory\n"
+	"        --keep-logs       keep the run directory (logs and data directories)\n"
 	"        --ack-log FILE    write a machine-readable log to FILE, a line per event:\n"
-	"                          'shardmasters A,B,C', 'daemon LABEL PID', 'sigkill LABEL\n"
-	"                          PID', 'append CLIENT J KEY ok|unknown' (the value appended\n"
+	"                          'shardmasters A,B,C', 'daemon LABEL PID' (each start),\n"
+	"                          'sigkill LABEL PID',\n"
+	"                          'append CLIENT J KEY ok|unknown' (the value appended\n"
 	"                          is 'x CLIENT J y'), 'stopped' (the workload ended)\n"
 	"        --hold            after the workload, write 'hold' to the --ack-log and\n"
 	"                          wait for SIGUSR1 before checking and stopping (an outside\n"
@@ -211,9 +229,11 @@ struct daemon {
 	char addr[64];    /* tcp:127.0.0.1:PORT */
 	int port;
 	char log[PATH_MAX + 40];
+	char dir[PATH_MAX + 40]; /* its data directory */
 	pid_t pid;        /* 0 once reaped */
 	int status;       /* wait status once reaped */
-	bool killed;      /* SIGKILLed on purpose */
+	bool killed;      /* SIGKILLed on purpose (and not restarted since) */
+	int starts;       /* every start after the first gets --restart */
 };
 
 static struct daemon daemons[MAX_DAEMONS];
@@ -400,12 +420,27 @@ static int stop_all(unsigned grace_ms, bool report)
 	return bad;
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* rmrf: rm -rf path (nothing if it is absent); 0 or -1 with errno. */
+static int rmrf(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return errno == ENOENT ? 0 : -1;
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void remove_logdir(void)
 {
-	for (int i = 0; i < ndaemons; i++)
-		unlink(daemons[i].log);
-	if (rmdir(cfg.logdir) != 0)
-		fprintf(stderr, "dkv-cluster: rmdir %s: %s\n", cfg.logdir, strerror(errno));
+	if (rmrf(cfg.logdir) != 0)
+		fprintf(stderr, "dkv-cluster: rm -rf %s: %s\n", cfg.logdir, strerror(errno));
 }
 
 static void add_daemon(const char *label, int port)
@@ -416,6 +451,8 @@ static void add_daemon(const char *label, int port)
 	d->port = port;
 	snprintf(d->addr, sizeof d->addr, "tcp:127.0.0.1:%d", port);
 	snprintf(d->log, sizeof d->log, "%s/%s.log", cfg.logdir, label);
+	snprintf(d->dir, sizeof d->dir, "%s/data/%s", cfg.logdir, label);
+	d->starts = 0;
 }
 
 static struct daemon *group_replica(int g, int r)
@@ -430,6 +467,49 @@ static void group_list(int g, char *buf, size_t len)
 		size_t l = strlen(buf);
 		snprintf(buf + l, len - l, "%s%s", r ? "," : "", group_replica(g, r)->addr);
 	}
+}
+
+/*
+ * spawn_daemon: start daemon i (a shard master or a shardkv replica) on its
+ * address and data directory; every start after its first gets --restart.
+ * Sets d->pid (-1 if fork failed).
+ */
+static void spawn_daemon(int i)
+{
+	struct daemon *d = &daemons[i];
+	char me[16], gid[32], glist[MAX_DAEMONS * 64];
+	char *argv[20];
+	int n = 0;
+	argv[n++] = cfg.dkvd;
+	if (i < cfg.masters) {
+		snprintf(me, sizeof me, "%d", i);
+		argv[n++] = "shardmaster";
+		argv[n++] = "--peers";
+		argv[n++] = sm_list;
+	} else {
+		int g = (i - cfg.masters) / cfg.replicas, r = (i - cfg.masters) % cfg.replicas;
+		snprintf(me, sizeof me, "%d", r);
+		snprintf(gid, sizeof gid, "%d", FIRST_GID + g);
+		group_list(g, glist, sizeof glist);
+		argv[n++] = "shardkv";
+		argv[n++] = "--gid";
+		argv[n++] = gid;
+		argv[n++] = "--shardmasters";
+		argv[n++] = sm_list;
+		argv[n++] = "--peers";
+		argv[n++] = glist;
+	}
+	argv[n++] = "--me";
+	argv[n++] = me;
+	argv[n++] = "--dir";
+	argv[n++] = d->dir;
+	if (d->starts > 0)
+		argv[n++] = "--restart";
+	argv[n] = NULL;
+	d->pid = spawn(argv, d->log, true);
+	d->starts++;
+	if (d->pid > 0)
+		ack("daemon %s %ld", d->label, (long)d->pid);
 }
 
 /*
@@ -459,23 +539,16 @@ static int start_cluster(void)
 		size_t l = strlen(sm_list);
 		snprintf(sm_list + l, sizeof sm_list - l, "%s%s", i ? "," : "", daemons[i].addr);
 	}
-	char me[16], gid[32], glist[MAX_DAEMONS * 64];
+	char data[PATH_MAX + 8];
+	snprintf(data, sizeof data, "%s/data", cfg.logdir);
+	if (rmrf(data) != 0 || mkdir(data, 0700) != 0) {
+		fprintf(stderr, "dkv-cluster: mkdir %s: %s\n", data, strerror(errno));
+		return -1;
+	}
 	for (int i = 0; i < ndaemons; i++) {
 		struct daemon *d = &daemons[i];
 		unlink(d->log);
-		if (i < cfg.masters) {
-			snprintf(me, sizeof me, "%d", i);
-			char *argv[] = { cfg.dkvd, "shardmaster", "--peers", sm_list, "--me", me, NULL };
-			d->pid = spawn(argv, d->log, true);
-		} else {
-			int g = (i - cfg.masters) / cfg.replicas, r = (i - cfg.masters) % cfg.replicas;
-			snprintf(me, sizeof me, "%d", r);
-			snprintf(gid, sizeof gid, "%d", FIRST_GID + g);
-			group_list(g, glist, sizeof glist);
-			char *argv[] = { cfg.dkvd, "shardkv",      "--gid", gid, "--shardmasters", sm_list,
-				         "--peers",  glist, "--me",  me,  NULL };
-			d->pid = spawn(argv, d->log, true);
-		}
+		spawn_daemon(i);
 		if (d->pid < 0) {
 			fprintf(stderr, "dkv-cluster: fork: %s\n", strerror(errno));
 			d->pid = 0;
@@ -720,6 +793,8 @@ static struct snap ring[RING];
 static int ring_n;
 static const char *phase = "starting";
 static unsigned n_killed, n_sm_killed;
+static unsigned n_restarted, n_wiped, n_group_restarts, n_group_replicas;
+static int group_off = -1; /* the group powered off and on, -1 if none */
 
 /* fmt_ms: a latency in at most 6 characters: "0.83ms", "14.3ms", "295ms". */
 static void fmt_ms(char *buf, size_t len, double ms)
@@ -772,7 +847,7 @@ struct phase_stat {
 	uint64_t t0, t1;
 	unsigned long ops0, ops1, err0, err1;
 };
-static struct phase_stat phases[8];
+static struct phase_stat phases[12];
 static int nphases;
 
 static unsigned long total_ops(void)
@@ -869,6 +944,155 @@ static void sigkill(struct daemon *d, const char *what)
 	d->killed = true;
 	ack("sigkill %s %ld", d->label, (long)pid);
 	event("SIGKILL %s (pid %ld, %s)", what, (long)pid, d->addr);
+}
+
+/* count_in_log: how many lines of the daemon's log contain `needle`. */
+static int count_in_log(const struct daemon *d, const char *needle)
+{
+	FILE *f = fopen(d->log, "r");
+	if (f == NULL)
+		return 0;
+	char buf[1024];
+	int n = 0;
+	while (fgets(buf, sizeof buf, f) != NULL)
+		n += strstr(buf, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+/*
+ * wait_serving: wait (showing progress) until daemon d's latest start logged
+ * "serving on" and its port accepts; false if it exited or is not up in 15 s.
+ */
+static bool wait_serving(struct daemon *d)
+{
+	uint64_t deadline = cli_now_ms() + 15000, next_tick = 0;
+	while (count_in_log(d, "serving on ") < d->starts || !port_accepts(d->port)) {
+		if (stopping())
+			return false;
+		if (reap(d, false) || cli_now_ms() > deadline) {
+			event("%s did not come back up; the end of its log:", d->label);
+			show_log_tail(d);
+			return false;
+		}
+		if (cli_now_ms() >= next_tick) {
+			progress_tick(false);
+			next_tick = cli_now_ms() + 250;
+		}
+		cli_sleep_ms(20);
+	}
+	return true;
+}
+
+/*
+ * restart: start a daemon SIGKILLed before on its data directory, with
+ * --restart; `wiped`: its directory was emptied first (it rebuilds its state
+ * from its peers). Returns false if it does not come back.
+ */
+static bool restart(struct daemon *d, const char *what, bool wiped)
+{
+	if (d->pid > 0 || stopping())
+		return d->pid > 0;
+	uint64_t t0 = cli_now_ms();
+	spawn_daemon((int)(d - daemons));
+	if (d->pid < 0) {
+		d->pid = 0;
+		event("restart %s: fork: %s", what, strerror(errno));
+		return false;
+	}
+	d->killed = false;
+	bool up = wait_serving(d);
+	if (up)
+		event("restart %s on its %s directory with --restart (pid %ld, serving after %llu ms)",
+		      what, wiped ? "wiped" : "data", (long)d->pid,
+		      (unsigned long long)(cli_now_ms() - t0));
+	return up;
+}
+
+static void replica_name(char *buf, size_t len, int g, int r)
+{
+	snprintf(buf, len, "group %d replica %d", FIRST_GID + g, r);
+}
+
+/* restart_killed: restart every daemon SIGKILLed so far on its directory. */
+static bool restart_killed(void)
+{
+	bool ok = true;
+	char what[64];
+	for (int i = 0; i < ndaemons && !stopping(); i++) {
+		struct daemon *d = &daemons[i];
+		if (!d->killed || d->pid > 0)
+			continue;
+		if (i < cfg.masters)
+			snprintf(what, sizeof what, "shard master %d", i);
+		else
+			replica_name(what, sizeof what, (i - cfg.masters) / cfg.replicas,
+			             (i - cfg.masters) % cfg.replicas);
+		if (restart(d, what, false)) {
+			if (i >= cfg.masters)
+				n_restarted++;
+		} else {
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static void sigkill(struct daemon *d, const char *what);
+
+/* lose_disk: SIGKILL one replica of the first group, wipe its directory, start it with --restart. */
+static bool lose_disk(void)
+{
+	if (cfg.replicas < 3) {
+		event("not wiping a replica: a group of %d would lose its majority", cfg.replicas);
+		return true;
+	}
+	int r = rand_r(&cfg.seed) % cfg.replicas;
+	struct daemon *d = group_replica(0, r);
+	char what[64];
+	replica_name(what, sizeof what, 0, r);
+	sigkill(d, what);
+	if (rmrf(d->dir) != 0 || mkdir(d->dir, 0700) != 0) {
+		event("wipe %s: %s", d->dir, strerror(errno));
+		return false;
+	}
+	event("wiped the data directory of %s (rm -rf; mkdir)", what);
+	n_wiped++;
+	return restart(d, what, true);
+}
+
+/* power_cycle_group: SIGKILL every replica of one group at once, then start them all again. */
+static bool power_cycle_group(void)
+{
+	int g = cfg.groups > 1 ? 1 : 0;
+	group_off = g;
+	char what[64];
+	for (int r = 0; r < cfg.replicas; r++) {
+		replica_name(what, sizeof what, g, r);
+		sigkill(group_replica(g, r), what);
+	}
+	event("group %d is down: every replica SIGKILLed", FIRST_GID + g);
+	cli_sleep_ms(500);
+	bool ok = true;
+	for (int r = 0; r < cfg.replicas && !stopping(); r++) {
+		struct daemon *d = group_replica(g, r);
+		spawn_daemon((int)(d - daemons));
+		if (d->pid < 0) {
+			d->pid = 0;
+			ok = false;
+			continue;
+		}
+		d->killed = false;
+	}
+	for (int r = 0; r < cfg.replicas && ok && !stopping(); r++)
+		ok = wait_serving(group_replica(g, r));
+	if (ok) {
+		event("group %d restarted: all %d replicas on their data directories with --restart",
+		      FIRST_GID + g, cfg.replicas);
+		n_group_restarts++;
+		n_group_replicas += (unsigned)cfg.replicas;
+	}
+	return ok;
 }
 
 /*
@@ -1057,8 +1281,6 @@ int main(int argc, char **argv)
 	}
 	event("started %d dkvd processes (logs in %s)", ndaemons, cfg.logdir);
 	ack("shardmasters %s", sm_list);
-	for (int i = 0; i < ndaemons; i++)
-		ack("daemon %s %ld", daemons[i].label, (long)daemons[i].pid);
 	for (int i = 0; i < ndaemons; i++) {
 		if (i < cfg.masters)
 			say("          shard master %d        %-22s pid %ld\n", i, daemons[i].addr,
@@ -1130,28 +1352,48 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	double D = cfg.duration_s;
-	run_until(t0 + D * 0.25);
+	bool restarts_ok = true;
+	run_until(t0 + D * 0.15);
 	if (!stopping()) {
 		enter_phase("moving shards");
 		for (int s = 0; s < 3 && !stopping(); s++) {
 			move_shard(s * 3 + 1);
-			run_until(elapsed_s() + 1.0);
+			run_until(elapsed_s() + D / 30.0);
 		}
 	}
-	run_until(t0 + D * 0.5);
+	run_until(t0 + D * 0.25);
 	if (!stopping()) {
 		enter_phase("degraded");
 		kill_one_per_group();
 	}
-	run_until(t0 + D * 0.7);
+	run_until(t0 + D * 0.35);
 	if (!stopping()) {
-		enter_phase("degraded+moves");
+		enter_phase("restarting");
+		restarts_ok &= restart_killed();
+	}
+	run_until(t0 + D * 0.45);
+	if (!stopping()) {
+		enter_phase("lost disk");
+		restarts_ok &= lose_disk();
+	}
+	run_until(t0 + D * 0.6);
+	if (!stopping()) {
+		enter_phase("group restart");
+		restarts_ok &= power_cycle_group();
+	}
+	run_until(t0 + D * 0.75);
+	if (!stopping()) {
+		enter_phase("moves");
 		for (int s = 0; s < 3 && !stopping(); s++) {
 			move_shard(s * 3 + 2);
-			run_until(elapsed_s() + 1.0);
+			run_until(elapsed_s() + D / 30.0);
 		}
 	}
 	run_until(t0 + D);
+	if (!restarts_ok && !stopping()) {
+		fprintf(stderr, "dkv-cluster: a restarted daemon did not come back up\n");
+		failed = true;
+	}
 	enter_phase(NULL);
 	progress_tick(true);
 	if (cfg.tty && progress_shown) {
@@ -1240,11 +1482,20 @@ int main(int argc, char **argv)
 		say("  faults      SIGKILLed %u shardkv replicas (one per group) and %u shard master; "
 		    "%d shard moves\n",
 		    n_killed, n_sm_killed, n_moves);
+		say("  restarts    %u replicas (and %u shard master) on their data directories; %u with "
+		    "its directory wiped; ",
+		    n_restarted, n_sm_killed, n_wiped);
+		if (group_off >= 0 && n_group_restarts > 0)
+			say("group %d SIGKILLed whole and restarted (%u replicas)\n", FIRST_GID + group_off,
+			    n_group_replicas);
+		else
+			say("no whole group restarted\n");
 		say("  seed        %u (--seed %u repeats each client's operations and the victims)\n",
 		    seed0, seed0);
 		if (!stopping()) {
-			say("  appends     %lu acknowledged (+%lu with unknown outcome) in %d logs: %s\n", acked,
-			    unknown, cfg.clients,
+			say("  appends     %lu acknowledged (+%lu with unknown outcome) in %d logs, across "
+			    "every restart: %s\n",
+			    acked, unknown, cfg.clients,
 			    bad_logs == 0 ? "each exactly once, in order" : "CHECK FAILED");
 			if (bad_logs > 0)
 				failed = true;
@@ -1258,6 +1509,20 @@ int main(int argc, char **argv)
 				fprintf(stderr, "dkv-cluster: no progress after the replicas were killed\n");
 				failed = true;
 			}
+		}
+	}
+
+	/* What an operator would see now: every replica's status (in process). */
+	if (!stopping() && ndaemons > 0) {
+		cli_list sml;
+		char err[320];
+		if (cli_list_parse(sm_list, &sml, err, sizeof err)) {
+			say("\n$ dkvctl status\n");
+			cli_status_req rq = { .shardmasters = &sml, .timeout_ms = 2000, .out = stdout };
+			pthread_mutex_lock(&out_mu);
+			cli_status_run(&rq);
+			pthread_mutex_unlock(&out_mu);
+			cli_list_destroy(&sml);
 		}
 	}
 

@@ -4,6 +4,7 @@
  *   dkvctl [options] get KEY | put KEY VALUE | append KEY VALUE
  *   dkvctl [options] join GID ADDR,... | leave GID | move SHARD GID | query [NUM]
  *   dkvctl [options] view
+ *   dkvctl [options] status [ADDR...]
  *
  * One clerk of the chosen service per run (pbservice, kvpaxos or shardkv for
  * the key/value commands, the shard master for the others), one call with
@@ -30,6 +31,7 @@
 #include "dkv/shardmaster.h"
 #include "dkv/viewservice.h"
 #include "lib/cli.h"
+#include "lib/status_cmd.h"
 
 #define DEFAULT_TIMEOUT_MS 10000u
 
@@ -46,6 +48,7 @@ static const char usage_text[] =
 	"    dkvctl [OPTIONS] move SHARD GID\n"
 	"    dkvctl [OPTIONS] query [NUM]\n"
 	"    dkvctl [OPTIONS] view\n"
+	"    dkvctl [OPTIONS] status [ADDR...]\n"
 	"\n"
 	"DESCRIPTION\n"
 	"    get, put and append talk to a key/value service: pbservice (through its\n"
@@ -60,9 +63,21 @@ static const char usage_text[] =
 	"      query [NUM]      show configuration NUM (default: the latest)\n"
 	"    view asks the viewservice (--vs) for the current view of a pbservice:\n"
 	"    its number, primary and backup.\n"
+	"    status asks every replica how it is doing: the kvpaxos replicas\n"
+	"    (--servers), the shard masters (--shardmasters) and every shardkv\n"
+	"    replica of the latest configuration, the viewservice (--vs) and the\n"
+	"    primary and backup of its view, and each ADDR given. One row per\n"
+	"    replica: address, service, group, reachable or not (with the error),\n"
+	"    role (voting, rejoining or catching-up for the Paxos services; primary,\n"
+	"    backup or idle for pbservice), incarnation, log applied / Paxos max /\n"
+	"    Paxos min, snapshot position, client sessions, keys and bytes held,\n"
+	"    data-directory bytes (- without a directory), uptime. Each call waits\n"
+	"    at most --timeout (default 2s here).\n"
 	"    A key's shard is its first byte modulo 10. Values are text; a value that\n"
 	"    starts with '-' goes after '--' (dkvctl put k -- -1).\n"
-	"\n"
+	"\n";
+/* In two parts: ISO C promises string literals of 4095 bytes only. */
+static const char usage_text2[] =
 	"OPTIONS\n"
 	"    -S, --service NAME       pbservice, kvpaxos or shardkv\n"
 	"    -v, --vs ADDR            the pbservice's viewservice\n"
@@ -82,7 +97,8 @@ static const char usage_text[] =
 	"OUTPUT\n"
 	"    get prints the value and a newline; put, append, join, leave and move\n"
 	"    print OK (join, leave and move add the latest configuration number);\n"
-	"    query prints the configuration; view prints \"view N: primary P, backup B\".\n"
+	"    query prints the configuration; view prints \"view N: primary P, backup B\";\n"
+	"    status prints a table and \"N of M replicas answered\".\n"
 	"    With --json:\n"
 	"      {\"ok\":true,\"key\":\"k\",\"value\":\"v\"}\n"
 	"      {\"ok\":true,\"op\":\"put\",\"key\":\"k\"}\n"
@@ -91,6 +107,8 @@ static const char usage_text[] =
 	"       \"servers\":[...],\"shards\":[0,1,2,3]},...]}\n"
 	"      {\"ok\":true,\"viewnum\":2,\"primary\":\"...\",\"backup\":\"...\"}\n"
 	"      {\"ok\":false,\"error\":\"timeout\",\"message\":\"...\"}\n"
+	"      {\"ok\":true,\"answered\":3,\"total\":3,\"replicas\":[{\"address\":\"...\",\n"
+	"       \"service\":\"kvpaxos\",\"reachable\":true,\"role\":\"voting\",...},...]}\n"
 	"    A key never written reads as \"\" (dkv has no separate not-found state).\n"
 	"\n"
 	"ENVIRONMENT\n"
@@ -100,7 +118,8 @@ static const char usage_text[] =
 	"\n"
 	"EXIT STATUS\n"
 	"    0  success (also a get of a key never written: the value is \"\")\n"
-	"    1  the service refused or failed (e.g. move to an unknown group)\n"
+	"    1  the service refused or failed (e.g. move to an unknown group);\n"
+	"       status: a replica did not answer\n"
 	"    2  bad usage\n"
 	"    3  timed out: no answer before --timeout\n"
 	"    4  get --fail-empty: the value is empty\n"
@@ -110,6 +129,7 @@ static const char usage_text[] =
 	"    export DKV_SHARDMASTERS=tcp:127.0.0.1:7101,tcp:127.0.0.1:7102\n"
 	"    dkvctl join 100 tcp:127.0.0.1:7201,tcp:127.0.0.1:7202,tcp:127.0.0.1:7203\n"
 	"    dkvctl --json query\n"
+	"    dkvctl --servers tcp:127.0.0.1:7001,tcp:127.0.0.1:7002 status\n"
 	"    dkvctl append log \"line 1\" && dkvctl --timeout 2s get log\n"
 	"\n"
 	"SEE ALSO\n"
@@ -399,6 +419,56 @@ static int run_view(const char *vs)
 	return CLI_EXIT_OK;
 }
 
+/* ---------------------------------------------------------------- status */
+
+/* status: the flags given, else the environment (every service address set). */
+static int run_status(const char *service, const char *vs, const char *servers, const char *sms,
+                      unsigned timeout, int nargs, char **args)
+{
+	if (service != NULL)
+		usage_error("status: --service does not apply (give the address options instead)");
+	if (vs == NULL && servers == NULL && sms == NULL) {
+		vs = cli_env("DKV_VS");
+		servers = cli_env("DKV_SERVERS");
+		sms = cli_env("DKV_SHARDMASTERS");
+	}
+	cli_list lsrv = { 0, NULL }, lsms = { 0, NULL }, lextra = { 0, NULL };
+	char err[320];
+	if (servers != NULL)
+		parse_list("--servers", servers, &lsrv);
+	if (sms != NULL)
+		parse_list("--shardmasters", sms, &lsms);
+	if (vs != NULL && !cli_name_check(vs, err, sizeof err))
+		usage_error("--vs: %s", err);
+	if (nargs > 0) {
+		size_t len = 1;
+		for (int i = 0; i < nargs; i++)
+			len += strlen(args[i]) + 1;
+		char *joined = calloc(1, len);
+		if (joined == NULL)
+			return fail(DKV_ERR_NOMEM, 0, "status");
+		for (int i = 0; i < nargs; i++) {
+			if (i > 0)
+				strcat(joined, ",");
+			strcat(joined, args[i]);
+		}
+		bool ok = cli_list_parse(joined, &lextra, err, sizeof err);
+		free(joined);
+		if (!ok)
+			usage_error("status: %s", err);
+	}
+	if (lsrv.n == 0 && lsms.n == 0 && vs == NULL && lextra.n == 0)
+		usage_error("status: which service? give --servers (kvpaxos), --shardmasters "
+		            "(shardmaster, shardkv), --vs (pbservice) or addresses");
+	cli_status_req rq = { .servers = &lsrv, .shardmasters = &lsms, .vs = vs, .extra = &lextra,
+		              .timeout_ms = timeout, .json = g.json, .out = stdout };
+	int code = cli_status_run(&rq);
+	cli_list_destroy(&lsrv);
+	cli_list_destroy(&lsms);
+	cli_list_destroy(&lextra);
+	return code;
+}
+
 /* ---------------------------------------------------------------- main */
 
 struct cmd {
@@ -411,6 +481,7 @@ static const struct cmd commands[] = {
 	{ "get", 1, 1, false },     { "put", 2, 2, false },   { "append", 2, 2, false },
 	{ "join", 2, -1, true },    { "leave", 1, 1, true },  { "move", 2, 2, true },
 	{ "query", 0, 1, true },    { "view", 0, 0, false },
+	{ "status", 0, -1, false },
 };
 
 int main(int argc, char **argv)
@@ -443,6 +514,7 @@ int main(int argc, char **argv)
 		case 'e': fail_empty = true; break;
 		case 'h':
 			fputs(usage_text, stdout);
+			fputs(usage_text2, stdout);
 			return CLI_EXIT_OK;
 		case 'V':
 			printf("dkvctl (dkv) %s\n", CLI_VERSION);
@@ -456,21 +528,23 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind >= argc)
-		usage_error("which command? (get, put, append, join, leave, move, query)");
+		usage_error("which command? (get, put, append, join, leave, move, query, view, status)");
 	g.cmd = argv[optind];
 	const struct cmd *cmd = NULL;
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
 		if (strcmp(g.cmd, commands[i].name) == 0)
 			cmd = &commands[i];
 	if (cmd == NULL)
-		usage_error("unknown command '%s' (get, put, append, join, leave, move, query, view)",
+		usage_error("unknown command '%s' (get, put, append, join, leave, move, query, view, "
+		            "status)",
 		            g.cmd);
 	int nargs = argc - optind - 1;
 	char **args = argv + optind + 1;
 	if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
 		static const char *const synopsis[] = { "get KEY", "put KEY VALUE", "append KEY VALUE",
 			                                "join GID ADDR[,ADDR...]", "leave GID",
-			                                "move SHARD GID", "query [NUM]", "view" };
+			                                "move SHARD GID", "query [NUM]", "view",
+			                                "status [ADDR...]" };
 		usage_error("usage: dkvctl [OPTIONS] %s", synopsis[cmd - commands]);
 	}
 
@@ -479,6 +553,8 @@ int main(int argc, char **argv)
 		timeout_s = cli_env("DKV_TIMEOUT");
 	if (timeout_s != NULL && !cli_parse_ms(timeout_s, &timeout))
 		usage_error("--timeout '%s': expected a duration such as 500ms, 3s or 1m", timeout_s);
+	if (strcmp(g.cmd, "status") == 0)
+		return run_status(service, vs, servers, sms, timeout_s != NULL ? timeout : 0, nargs, args);
 
 	/* Flags first; the environment only for what no flag gave. */
 	bool flag_vs = vs != NULL, flag_servers = servers != NULL, flag_sms = sms != NULL;

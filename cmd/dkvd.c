@@ -12,6 +12,13 @@
  * On a signal it frees the server (X_free kills it: threads joined, socket
  * closed) and exits 0. A second signal during that shutdown exits 1 at once.
  *
+ * Durability: --dir DIR (DKV_DIR), --restart (DKV_RESTART=1) and
+ * --unsafe-no-fsync become a dkv_server_opts for the *_start_opts function of
+ * kvpaxos, shardmaster, shardkv and viewservice (API.md "Durability, restarts
+ * and catch-up"); pbservice takes none of them (exit 2). A start that fails
+ * with a directory reports the directory and the reason from errno (EBUSY,
+ * EINVAL, EIO, EACCES, ENOTSUP) and exits 1.
+ *
  * The library removes a unix socket file it finds at the listening path as
  * stale; dkvd first checks that no live process accepts on it, so a second
  * daemon on the same path fails with "address already in use" as it does on
@@ -40,13 +47,17 @@ static const char *const service_names[SVC__COUNT] = { "viewservice", "pbservice
 	                                               "shardmaster", "shardkv" };
 
 /* Which flags each service takes (bits of enum flag). */
-enum flag { F_LISTEN = 1, F_PEERS = 2, F_ME = 4, F_VS = 8, F_SMS = 16, F_GID = 32, F_UNRELIABLE = 64 };
+enum flag {
+	F_LISTEN = 1, F_PEERS = 2, F_ME = 4, F_VS = 8, F_SMS = 16, F_GID = 32, F_UNRELIABLE = 64,
+	F_DIR = 128, F_RESTART = 256, F_NOFSYNC = 512
+};
+#define F_DURABLE (F_DIR | F_RESTART | F_NOFSYNC)
 static const unsigned service_flags[SVC__COUNT] = {
-	[SVC_VIEWSERVICE] = F_LISTEN,
+	[SVC_VIEWSERVICE] = F_LISTEN | F_DURABLE,
 	[SVC_PBSERVICE] = F_LISTEN | F_VS | F_UNRELIABLE,
-	[SVC_KVPAXOS] = F_LISTEN | F_PEERS | F_ME | F_UNRELIABLE,
-	[SVC_SHARDMASTER] = F_LISTEN | F_PEERS | F_ME | F_UNRELIABLE,
-	[SVC_SHARDKV] = F_LISTEN | F_PEERS | F_ME | F_SMS | F_GID | F_UNRELIABLE,
+	[SVC_KVPAXOS] = F_LISTEN | F_PEERS | F_ME | F_UNRELIABLE | F_DURABLE,
+	[SVC_SHARDMASTER] = F_LISTEN | F_PEERS | F_ME | F_UNRELIABLE | F_DURABLE,
+	[SVC_SHARDKV] = F_LISTEN | F_PEERS | F_ME | F_SMS | F_GID | F_UNRELIABLE | F_DURABLE,
 };
 
 static const char usage_text[] =
@@ -54,12 +65,13 @@ static const char usage_text[] =
 	"    dkvd - run one server of a dkv service\n"
 	"\n"
 	"SYNOPSIS\n"
-	"    dkvd viewservice --listen ADDR\n"
+	"    dkvd viewservice --listen ADDR [DURABILITY]\n"
 	"    dkvd pbservice   --listen ADDR --vs ADDR\n"
-	"    dkvd kvpaxos     --peers ADDR,ADDR,... (--me N | --listen ADDR)\n"
-	"    dkvd shardmaster --peers ADDR,ADDR,... (--me N | --listen ADDR)\n"
+	"    dkvd kvpaxos     --peers ADDR,ADDR,... (--me N | --listen ADDR) [DURABILITY]\n"
+	"    dkvd shardmaster --peers ADDR,ADDR,... (--me N | --listen ADDR) [DURABILITY]\n"
 	"    dkvd shardkv     --gid GID --shardmasters ADDR,... --peers ADDR,ADDR,...\n"
-	"                     (--me N | --listen ADDR)\n"
+	"                     (--me N | --listen ADDR) [DURABILITY]\n"
+	"    DURABILITY: [--dir DIR] [--restart] [--unsafe-no-fsync]\n"
 	"    dkvd --help | --version\n"
 	"\n"
 	"DESCRIPTION\n"
@@ -67,11 +79,24 @@ static const char usage_text[] =
 	"    stderr, until it receives SIGTERM, SIGINT or SIGHUP. A replicated service\n"
 	"    (kvpaxos, shardmaster, one shardkv group) is several dkvd processes that\n"
 	"    are given the same --peers list and each its own --me. A pbservice pair is\n"
-	"    two dkvd pbservice processes that share one viewservice. State is kept in\n"
-	"    memory only: a replica that is stopped loses it (the others keep serving).\n"
+	"    two dkvd pbservice processes that share one viewservice.\n"
+	"\n"
+	"    Without --dir a server keeps its state in memory only: a replica that is\n"
+	"    stopped loses it, and must be started again with --restart so that it\n"
+	"    rejoins without voting until its peers have given it their state (the\n"
+	"    others keep serving meanwhile). With --dir DIR it keeps its state in DIR\n"
+	"    and acknowledges nothing before it is on disk (fdatasync): stopped at any\n"
+	"    instant (SIGKILL, power cut) and started again on DIR, it keeps every\n"
+	"    write it acknowledged and serves and votes again at once; a whole group\n"
+	"    stopped and started again on its directories loses nothing. pbservice\n"
+	"    keeps its state in memory only (the backup holds the copy).\n"
+	"\n"
 	"    Once it accepts connections, dkvd logs a line with \"serving on ADDR\"\n"
 	"    (level info), which scripts may wait for.\n"
-	"\n"
+	"\n";
+
+/* The rest of --help (two strings: C99 compilers need take only 4095 bytes each). */
+static const char usage_text2[] =
 	"ADDRESSES\n"
 	"    tcp:HOST:PORT    e.g. tcp:127.0.0.1:7000 (port 0 is refused: peers and\n"
 	"                     clients must know the port)\n"
@@ -89,6 +114,19 @@ static const char usage_text[] =
 	"    -s, --shardmasters ADDR,...  shardkv: the shard master replicas\n"
 	"    -g, --gid GID            shardkv: this replica group's id (> 0)\n"
 	"    -u, --unreliable         drop 10% of requests and 20% of replies (testing)\n"
+	"    -d, --dir DIR            this replica's own data directory (created if\n"
+	"                             missing, mode 0700; one live server per\n"
+	"                             directory). It records whose it is: another\n"
+	"                             service, gid, --peers or --me is refused.\n"
+	"    -r, --restart            this replica has run in this group before. Give\n"
+	"                             it at every start but the first, with its\n"
+	"                             directory kept, wiped (rm -rf DIR; mkdir DIR) or\n"
+	"                             without --dir. A replica whose state is lost\n"
+	"                             does not vote until a majority of the others\n"
+	"                             gave it their state. Never on a first start: a\n"
+	"                             false first start can let two values be chosen.\n"
+	"        --unsafe-no-fsync    with --dir: write but never fsync; survives a\n"
+	"                             killed process, not a power cut (tests only)\n"
 	"        --log-level LEVEL    debug, info, warn, error or off (default info);\n"
 	"                             applies to the library's messages too\n"
 	"    -h, --help               show this text and exit\n"
@@ -96,13 +134,17 @@ static const char usage_text[] =
 	"\n"
 	"ENVIRONMENT\n"
 	"    DKV_LISTEN, DKV_PEERS, DKV_ME, DKV_VS, DKV_SHARDMASTERS, DKV_GID,\n"
-	"    DKV_UNRELIABLE (1 = on) and DKV_LOG give defaults for the options of the\n"
-	"    same name; a flag wins over its variable.\n"
+	"    DKV_UNRELIABLE (1 = on), DKV_DIR, DKV_RESTART (1 = on) and DKV_LOG give\n"
+	"    defaults for the options of the same name; a flag wins over its\n"
+	"    variable.\n"
 	"\n"
 	"EXIT STATUS\n"
 	"    0  stopped by SIGTERM, SIGINT or SIGHUP (a second signal during the\n"
 	"       shutdown exits 1 at once)\n"
-	"    1  could not start, e.g. the address is already in use\n"
+	"    1  could not start, e.g. the address is already in use, or the data\n"
+	"       directory cannot be used: in use by another process, belongs to\n"
+	"       another replica, damaged, not accessible, or this build lacks it (the\n"
+	"       message names the directory and the reason)\n"
 	"    2  bad usage: unknown service or option, a missing or malformed value\n"
 	"\n"
 	"EXAMPLES\n"
@@ -112,6 +154,9 @@ static const char usage_text[] =
 	"      dkvd kvpaxos --peers $P --me 1 &\n"
 	"      dkvd kvpaxos --peers $P --me 2 &\n"
 	"      dkvctl --servers $P put greeting hello && dkvctl --servers $P get greeting\n"
+	"    The same with data directories, and replica 0 killed and started again:\n"
+	"      dkvd kvpaxos --peers $P --me 0 --dir /var/lib/dkv/kv0 &\n"
+	"      kill -9 %1; dkvd kvpaxos --peers $P --me 0 --dir /var/lib/dkv/kv0 --restart &\n"
 	"\n"
 	"SEE ALSO\n"
 	"    dkvctl --help, dkv-cluster --help\n";
@@ -143,8 +188,8 @@ static void *second_signal(void *arg)
 /* The settings after environment and flags. Strings are borrowed from argv/environ. */
 struct settings {
 	enum service svc;
-	const char *listen, *peers, *me, *vs, *sms, *gid, *level;
-	bool unreliable;
+	const char *listen, *peers, *me, *vs, *sms, *gid, *level, *dir;
+	bool unreliable, restart, no_fsync;
 	unsigned given; /* flags given on the command line (enum flag bits) */
 };
 
@@ -158,6 +203,9 @@ static void parse(int argc, char **argv, struct settings *st)
 		{ "shardmasters", required_argument, NULL, 's' },
 		{ "gid", required_argument, NULL, 'g' },
 		{ "unreliable", no_argument, NULL, 'u' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "restart", no_argument, NULL, 'r' },
+		{ "unsafe-no-fsync", no_argument, NULL, 'F' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -173,10 +221,13 @@ static void parse(int argc, char **argv, struct settings *st)
 	st->level = cli_env("DKV_LOG");
 	const char *u = cli_env("DKV_UNRELIABLE");
 	st->unreliable = u != NULL && strcmp(u, "0") != 0;
+	st->dir = cli_env("DKV_DIR");
+	const char *rs = cli_env("DKV_RESTART");
+	st->restart = rs != NULL && strcmp(rs, "0") != 0;
 
 	opterr = 0;
 	int c;
-	while ((c = getopt_long(argc, argv, ":l:p:m:v:s:g:uhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":l:p:m:v:s:g:ud:rhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l': st->listen = optarg; st->given |= F_LISTEN; break;
 		case 'p': st->peers = optarg; st->given |= F_PEERS; break;
@@ -185,9 +236,13 @@ static void parse(int argc, char **argv, struct settings *st)
 		case 's': st->sms = optarg; st->given |= F_SMS; break;
 		case 'g': st->gid = optarg; st->given |= F_GID; break;
 		case 'u': st->unreliable = true; st->given |= F_UNRELIABLE; break;
+		case 'd': st->dir = optarg; st->given |= F_DIR; break;
+		case 'r': st->restart = true; st->given |= F_RESTART; break;
+		case 'F': st->no_fsync = true; st->given |= F_NOFSYNC; break;
 		case 'L': st->level = optarg; break;
 		case 'h':
 			fputs(usage_text, stdout);
+			fputs(usage_text2, stdout);
 			exit(CLI_EXIT_OK);
 		case 'V':
 			printf("dkvd (dkv) %s\n", CLI_VERSION);
@@ -214,11 +269,27 @@ static void parse(int argc, char **argv, struct settings *st)
 		usage_error("unexpected argument '%s'", argv[optind + 1]);
 	st->svc = (enum service)svc;
 
-	static const char *const flag_names[] = { "--listen", "--peers", "--me", "--vs",
-		                                  "--shardmasters", "--gid", "--unreliable" };
-	for (int b = 0; b < 7; b++)
-		if ((st->given & (1u << b)) && !(service_flags[svc] & (1u << b)))
+	static const char *const flag_names[] = { "--listen",     "--peers",  "--me",
+		                                  "--vs",         "--shardmasters", "--gid",
+		                                  "--unreliable", "--dir",    "--restart",
+		                                  "--unsafe-no-fsync" };
+	for (int b = 0; b < 10; b++)
+		if ((st->given & (1u << b)) && !(service_flags[svc] & (1u << b))) {
+			if ((1u << b) & F_DURABLE)
+				usage_error("%s does not apply to %s (a pbservice server keeps its state in "
+				            "memory only; its backup holds the copy)",
+				            flag_names[b], service_names[svc]);
 			usage_error("%s does not apply to %s", flag_names[b], service_names[svc]);
+		}
+	if (!(service_flags[svc] & F_DURABLE)) {
+		/* Variables are defaults for whole scripts: ignored where they do not apply. */
+		st->dir = NULL;
+		st->restart = false;
+	}
+	if (st->dir != NULL && *st->dir == '\0')
+		usage_error("--dir: empty directory name");
+	if (st->no_fsync && st->dir == NULL)
+		usage_error("--unsafe-no-fsync needs --dir");
 }
 
 /* The checked configuration of a replicated server. */
@@ -309,13 +380,41 @@ static void server_free(struct server *s)
 	s->p = NULL;
 }
 
-static void start_failed(const char *addr)
+/* dir_reason: what a start's errno means for its data directory (API.md). */
+static const char *dir_reason(int e)
+{
+	switch (e) {
+	case EBUSY: return "in use by another process (one live server per directory)";
+	case EINVAL:
+		return "belongs to another replica (another service, --gid, --peers or --me), or "
+		       "the arguments are invalid";
+	case EIO: return "damaged: data that had been synced fails its checks (see the log line "
+		         "above naming the file); refusing to start empty in its place";
+	case EACCES:
+	case EPERM: return "permission denied";
+	case ENOSPC: return "no space left on the device";
+	case ENOTDIR: return "not a directory";
+	case EROFS: return "on a read-only file system";
+	default: return NULL;
+	}
+}
+
+static void start_failed(const struct settings *st, const char *addr)
 {
 	int e = errno;
-	if (e == EADDRINUSE)
+	const char *svc = service_names[st->svc];
+	if (e == EADDRINUSE) {
 		cli_log(CLI_LOG_ERROR, "cannot listen on %s: address already in use", addr);
-	else
+	} else if (e == ENOTSUP && (st->dir != NULL || st->restart)) {
+		cli_log(CLI_LOG_ERROR, "cannot start %s on %s: %s: this build of %s lacks it", svc, addr,
+		        st->dir != NULL ? "--dir" : "--restart", svc);
+	} else if (st->dir != NULL) {
+		const char *why = dir_reason(e);
+		cli_log(CLI_LOG_ERROR, "cannot start %s on %s: data directory %s: %s", svc, addr, st->dir,
+		        why != NULL ? why : strerror(e));
+	} else {
 		cli_log(CLI_LOG_ERROR, "cannot start on %s: %s", addr, strerror(e));
+	}
 }
 
 int main(int argc, char **argv)
@@ -371,9 +470,13 @@ int main(int argc, char **argv)
 
 	struct server srv = { .svc = st.svc, .p = NULL };
 	const char *const *peers = (const char *const *)r.peers.v;
+	dkv_server_opts o = { 0 };
+	o.dir = st.dir;
+	o.restart = st.restart;
+	o.no_fsync = st.no_fsync;
 	switch (st.svc) {
 	case SVC_VIEWSERVICE:
-		srv.p = viewservice_server_start(addr);
+		srv.p = viewservice_server_start_opts(addr, &o);
 		break;
 	case SVC_PBSERVICE:
 		srv.p = pbservice_server_start(st.vs, addr);
@@ -381,18 +484,18 @@ int main(int argc, char **argv)
 			pbservice_server_set_unreliable(srv.p, true);
 		break;
 	case SVC_KVPAXOS:
-		srv.p = kvpaxos_server_start(peers, r.peers.n, r.me);
+		srv.p = kvpaxos_server_start_opts(peers, r.peers.n, r.me, &o);
 		if (srv.p != NULL && st.unreliable)
 			kvpaxos_server_set_unreliable(srv.p, true);
 		break;
 	case SVC_SHARDMASTER:
-		srv.p = shardmaster_server_start(peers, r.peers.n, r.me);
+		srv.p = shardmaster_server_start_opts(peers, r.peers.n, r.me, &o);
 		if (srv.p != NULL && st.unreliable)
 			shardmaster_server_set_unreliable(srv.p, true);
 		break;
 	case SVC_SHARDKV:
-		srv.p = shardkv_server_start(r.gid, (const char *const *)r.sms.v, r.sms.n, peers,
-		                             r.peers.n, r.me);
+		srv.p = shardkv_server_start_opts(r.gid, (const char *const *)r.sms.v, r.sms.n, peers,
+		                                  r.peers.n, r.me, &o);
 		if (srv.p != NULL && st.unreliable)
 			shardkv_server_set_unreliable(srv.p, true);
 		break;
@@ -400,7 +503,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	if (srv.p == NULL) {
-		start_failed(addr);
+		start_failed(&st, addr);
 		replica_destroy(&r);
 		return CLI_EXIT_ERR;
 	}
@@ -424,6 +527,12 @@ int main(int argc, char **argv)
 		        r.peers.n, addr);
 		break;
 	}
+	if (st.dir != NULL)
+		cli_log(CLI_LOG_INFO, "data directory %s%s%s", st.dir, st.restart ? " (restart)" : "",
+		        st.no_fsync ? "; --unsafe-no-fsync: a power cut may lose acknowledged writes" : "");
+	else if (st.restart)
+		cli_log(CLI_LOG_INFO, "restarted without a data directory: not voting until the peers "
+		                      "have given their state");
 
 	int sig = 0;
 	while (sigwait(&stop, &sig) != 0)

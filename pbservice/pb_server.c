@@ -27,6 +27,7 @@
  * acknowledged. Duplicate detection: one (client, last seq) entry per clerk.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@
 #include "pb_prot.h"
 #include "pb_store.h"
 #include "vs_prot.h"
+#include "status.h"
 
 /* How long a forward to the backup may take before it counts as failed. */
 #define PB_FWD_TIMEOUT_MS 2000u
@@ -67,6 +69,7 @@ struct pbservice_server {
 	char me[DKV_NAME_MAX];
 	char vshost[DKV_NAME_MAX];
 	dkv_rpc_server *rpcs;
+	dkv_status_reg *status; /* the status program on rpcs */
 	dkv_rpc_pool *pool; /* our outgoing calls: pings, forwards, transfers */
 	pthread_t ticker;
 
@@ -79,6 +82,23 @@ struct pbservice_server {
 static bool is_primary_locked(const pbservice_server *s)
 {
 	return s->has_state && strcmp(s->view.primary, s->me) == 0;
+}
+
+/* pb_status_fill: what `dkvctl status` shows (the status program's callback):
+ * the role in the latest view this server knows. */
+static void pb_status_fill(void *ctx, dkv_status *st)
+{
+	pbservice_server *s = ctx;
+	snprintf(st->service, sizeof st->service, "pbservice");
+	pthread_mutex_lock(&s->mu);
+	const char *role = s->dead                                ? "stopped"
+	                   : strcmp(s->view.primary, s->me) == 0 ? "primary"
+	                   : strcmp(s->view.backup, s->me) == 0  ? "backup"
+	                                                          : "idle";
+	snprintf(st->role, sizeof st->role, "%s", role);
+	snprintf(st->detail, sizeof st->detail, "view %u%s", s->view.viewnum,
+	         s->has_state ? "" : ", no state yet");
+	pthread_mutex_unlock(&s->mu);
 }
 
 /* Adopt a view the view service issued, if it is newer than ours. */
@@ -543,10 +563,26 @@ static void tick_ping(pbservice_server *s)
 {
 	vs_ping_args args;
 	vs_view_reply res;
+	vs_report_x rep;
+	viewservice_view held;
 	pthread_mutex_lock(&s->mu);
 	args.viewnum = ping_viewnum_locked(s);
 	s->pinged = args.viewnum;
+	/* The report (vs_core.c, "Lost state"): the view we hold and whether we hold
+	 * its data — as its primary, legitimate state; as its backup, the primary's
+	 * state for exactly this view. */
+	held = s->view;
+	if (strcmp(held.primary, s->me) == 0)
+		rep.data = s->has_state;
+	else if (strcmp(held.backup, s->me) == 0)
+		rep.data = s->has_state && s->synced_view == held.viewnum;
+	else
+		rep.data = false;
 	pthread_mutex_unlock(&s->mu);
+	rep.view.viewnum = held.viewnum;
+	rep.view.primary = held.primary;
+	rep.view.backup = held.backup;
+	args.report = &rep;
 	args.me = s->me;
 	memset(&res, 0, sizeof(res));
 	int rc = dkv_rpc_call(s->pool, s->vshost, VS_PROG, VS_VERS, VS_PING,
@@ -657,8 +693,14 @@ pbservice_server *pbservice_server_start(const char *vshost, const char *me)
 		err = rc == DKV_ERR_NOMEM ? ENOMEM : EINVAL;
 		goto fail_add;
 	}
-	if ((err = pthread_create(&s->ticker, NULL, ticker_main, s)) != 0)
+	if ((s->status = dkv_status_register(s->rpcs, pb_status_fill, s)) == NULL) {
+		err = errno;
 		goto fail_add;
+	}
+	if ((err = pthread_create(&s->ticker, NULL, ticker_main, s)) != 0) {
+		dkv_status_unregister(s->status);
+		goto fail_add;
+	}
 	DKV_DEBUG("pbservice %s: started (view service %s)", me, vshost);
 	return s;
 
@@ -708,6 +750,7 @@ void pbservice_server_free(pbservice_server *s)
 	if (s == NULL)
 		return;
 	pbservice_server_kill(s);
+	dkv_status_unregister(s->status);
 	dkv_rpc_server_free(s->rpcs);
 	dkv_rpc_pool_free(s->pool);
 	pb_store_free(s->kv);

@@ -51,6 +51,11 @@ int dkv_sessions_record(dkv_sessions *t, uint64_t id, uint64_t seq, const void *
  * recently used; evicts as record does. DKV_OK or DKV_ERR_NOMEM. */
 int dkv_sessions_open(dkv_sessions *t, uint64_t id);
 
+/* dkv_sessions_known: `id` is held now (opened or recorded, not evicted). For
+ * an owner that only accepts ids it opened itself (paxosrsm: an unknown id
+ * above the horizon was never opened, so it is refused too). */
+int dkv_sessions_known(const dkv_sessions *t, uint64_t id);
+
 size_t dkv_sessions_count(const dkv_sessions *t);
 uint64_t dkv_sessions_horizon(const dkv_sessions *t);
 

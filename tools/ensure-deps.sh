@@ -10,6 +10,9 @@ command -v rpcgen >/dev/null 2>&1 || missing="$missing rpcsvc-proto"
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
 command -v make >/dev/null 2>&1 || missing="$missing make"
 command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
+# Manual pages are generated from the programs' --help; make bench plots.
+command -v help2man >/dev/null 2>&1 || missing="$missing help2man"
+command -v gnuplot >/dev/null 2>&1 || missing="$missing gnuplot-nox"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
 	echo "dkv: installing build dependencies:$missing" >&2

@@ -14,13 +14,15 @@ for bin in "$@"; do
 	echo "=== $name"
 	start=$(date +%s)
 	# shellcheck disable=SC2086
-	timeout --kill-after=10 "$limit" $wrapper "$bin"
+	# A suite may have a limit of its own: SUITE_TIMEOUT_<name> in the environment.
+	eval "slimit=\${SUITE_TIMEOUT_$name:-$limit}"
+	timeout --kill-after=10 "$slimit" $wrapper "$bin"
 	rc=$?
 	end=$(date +%s)
 	if [ $rc -eq 0 ]; then
 		echo "=== $name: passed ($((end - start)) s)"
 	else
-		[ $rc -eq 124 ] && echo "=== $name: TIMED OUT after $limit s" || echo "=== $name: FAILED (exit $rc, $((end - start)) s)"
+		[ $rc -eq 124 ] && echo "=== $name: TIMED OUT after $slimit s" || echo "=== $name: FAILED (exit $rc, $((end - start)) s)"
 		failed="$failed $name"
 	fi
 done
