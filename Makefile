@@ -5,6 +5,7 @@
 #   make SAN=address,undefined test     the same under sanitizers (objects in build/san-*/)
 #   make valgrind [T=suite]   the suites under valgrind memcheck
 #   make bench                benchmarks; print tables, write build/bench/report.md with plots
+#   make bench-smoke          every benchmark briefly (CI); fails if a call failed
 #   make run                  the main job: a local cluster and a workload
 #   make install PREFIX=/usr/local DESTDIR=   (manual pages under share/man/man1)
 #   make clean
@@ -84,7 +85,7 @@ DEPS_STAMP := build/.deps-ok
 # Generated sources are kept (no intermediate-file deletion).
 .SECONDARY:
 
-.PHONY: all libs tests test check check-headers valgrind bench run examples install uninstall clean deps soak
+.PHONY: all libs tests test check check-headers valgrind bench benches bench-smoke run examples install uninstall clean deps soak
 all: libs $(BUILD)/lib/pkgconfig/dkv.pc $(CMD_BINS) $(MAN_PAGES)
 
 deps: $(DEPS_STAMP)
@@ -207,6 +208,15 @@ soak: deps
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@bench/report.sh $(BUILD)/bench $(BUILD)/bench
+
+# Every bench briefly (CI's smoke test: about a second each, bench_shardkv's rows take whole
+# seconds); a bench with failed calls exits non-zero and fails it.
+benches: all $(BENCH_BINS)
+bench-smoke: deps
+	@$(MAKE) --no-print-directory benches
+	@for b in $(BENCH_BINS); do s=0.1; case $$b in *shardkv) s=1;; esac; \
+	  echo "== $$b (smoke, DKV_BENCH_SECONDS=$$s)"; DKV_BENCH_SECONDS=$$s $$b > /dev/null || \
+	  { echo "$$b failed" >&2; exit 1; }; done
 
 # The main job: a local cluster of dkvd processes on loopback TCP and a workload.
 # make run RUN_ARGS="--duration 60 --clients 16" changes the run.

@@ -118,6 +118,8 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+static unsigned long failed_calls; /* over every row: any makes the run fail */
+
 static void run(const char *vsh, const char *primary, int nthreads, int op, double secs,
                 result *r)
 {
@@ -146,6 +148,7 @@ static void run(const char *vsh, const char *primary, int nthreads, int op, doub
 		free(ws[i].lat.lat);
 	}
 	summarize(&all, (double)(t1 - t0) / 1e6, errors, r);
+	failed_calls += errors;
 	free(all.lat);
 	free(ws);
 	free(th);
@@ -225,5 +228,9 @@ int main(void)
 	unlink(vsh);
 	unlink(p1);
 	unlink(p2);
+	if (failed_calls > 0) {
+		fprintf(stderr, "bench_pbservice: FAILED: %lu calls failed\n", failed_calls);
+		return 1;
+	}
 	return 0;
 }

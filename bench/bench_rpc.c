@@ -130,6 +130,8 @@ struct row {
 	double ops, p50, p99;
 };
 
+static unsigned long failed_calls; /* over every row: any makes the run fail */
+
 static struct row run(enum mode mode, const char *name, int threads, double seconds)
 {
 	struct worker *w = calloc((size_t)threads, sizeof *w);
@@ -156,6 +158,7 @@ static struct row run(enum mode mode, const char *name, int threads, double seco
 	struct row r = { total / seconds, total ? all[total / 2] : 0, total ? all[total * 99 / 100] : 0 };
 	if (errors)
 		fprintf(stderr, "bench_rpc: %d errors in %s\n", errors, mode_names[mode]);
+	failed_calls += (unsigned long)errors;
 	free(all);
 	free(w);
 	free(t);
@@ -205,5 +208,9 @@ int main(void)
 	dkv_rpc_server_free(us);
 	dkv_rpc_server_free(ts);
 	unlink(upath);
+	if (failed_calls > 0) {
+		fprintf(stderr, "bench_rpc: FAILED: %lu calls failed\n", failed_calls);
+		return 1;
+	}
 	return 0;
 }

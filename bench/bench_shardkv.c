@@ -129,6 +129,8 @@ static void *mover_main(void *p)
 	return NULL;
 }
 
+static unsigned long failed_calls; /* over every row: any makes the run fail */
+
 static void run_row(const char *label, int kind, const char *const *names, int nnames,
                     shardmaster_clerk *mck, unsigned secs, int nclerks)
 {
@@ -180,6 +182,7 @@ static void run_row(const char *label, int kind, const char *const *names, int n
 	free(all);
 	printf("%-22s %6d %10.0f %10u %10u %8lu", label, nclerks, (double)n * 1000.0 / (double)dt,
 	       p50, p99, errors);
+	failed_calls += errors;
 	if (moving)
 		printf("   (%lu moves)", m.moves);
 	printf("\n");
@@ -280,6 +283,10 @@ int main(void)
 		kvpaxos_server_free(kv[i]);
 		unlink(knames[i]);
 		free(knames[i]);
+	}
+	if (failed_calls > 0) {
+		fprintf(stderr, "bench_shardkv: FAILED: %lu calls failed\n", failed_calls);
+		return 1;
 	}
 	return 0;
 }

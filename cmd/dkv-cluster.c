@@ -107,6 +107,14 @@ static const char usage_text[] =
 	"    -m, --masters N       shard master replicas (default 3)\n"
 	"        --seed N          seed for the workload and the choice of victims\n"
 	"        --keep-logs       keep the run directory (logs and data directories)\n"
+	"        --ack-log FILE    write a machine-readable log to FILE, a line per event:\n"
+	"                          'shardmasters A,B,C', 'daemon LABEL PID' (each start),\n"
+	"                          'sigkill LABEL PID',\n"
+	"                          'append CLIENT J KEY ok|unknown' (the value appended\n"
+	"                          is 'x CLIENT J y'), 'stopped' (the workload ended)\n"
+	"        --hold            after the workload, write 'hold' to the --ack-log and\n"
+	"                          wait for SIGUSR1 before checking and stopping (an outside\n"
+	"                          checker reads the cluster meanwhile)\n"
 	"    -h, --help            show this text and exit\n"
 	"    -V, --version         show the version and exit\n"
 	"\n"
@@ -125,6 +133,8 @@ static struct {
 	int clients, keys, groups, replicas, masters;
 	unsigned seed;
 	bool keep_logs;
+	const char *ack_log; /* --ack-log FILE, or NULL */
+	bool hold;           /* --hold */
 	bool tty;
 	char bindir[PATH_MAX];
 	char dkvd[PATH_MAX + 8], dkvctl[PATH_MAX + 8];
@@ -143,6 +153,31 @@ static void on_signal(int sig)
 static bool stopping(void)
 {
 	return interrupted > 0;
+}
+
+/* --ack-log: one line per event, for an outside checker (written whole, flushed). */
+static FILE *ack_file;
+static volatile sig_atomic_t hold_released; /* SIGUSR1 received (--hold) */
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	hold_released = 1;
+}
+
+static void ack(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void ack(const char *fmt, ...)
+{
+	if (ack_file == NULL)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	flockfile(ack_file);
+	vfprintf(ack_file, fmt, ap);
+	fputc('\n', ack_file);
+	fflush(ack_file);
+	funlockfile(ack_file);
+	va_end(ap);
 }
 
 /* ---------------------------------------------------------------- output */
@@ -473,6 +508,8 @@ static void spawn_daemon(int i)
 	argv[n] = NULL;
 	d->pid = spawn(argv, d->log, true);
 	d->starts++;
+	if (d->pid > 0)
+		ack("daemon %s %ld", d->label, (long)d->pid);
 }
 
 /*
@@ -679,6 +716,7 @@ static void *client_main(void *arg)
 			snprintf(val, sizeof val, "x %d %d y", c->id, c->next_j);
 			rc = shardkv_clerk_append(ck, c->logkey, val);
 			c->acked[c->next_j++] = rc == DKV_OK ? 1 : 2;
+			ack("append %d %d %s %s", c->id, c->next_j - 1, c->logkey, rc == DKV_OK ? "ok" : "unknown");
 			atomic_fetch_add(&n_append, 1);
 		}
 		account(t0, rc);
@@ -904,6 +942,7 @@ static void sigkill(struct daemon *d, const char *what)
 	kill(pid, SIGKILL);
 	reap(d, true);
 	d->killed = true;
+	ack("sigkill %s %ld", d->label, (long)pid);
 	event("SIGKILL %s (pid %ld, %s)", what, (long)pid, d->addr);
 }
 
@@ -1090,6 +1129,7 @@ static void parse_args(int argc, char **argv)
 		{ "keys", required_argument, NULL, 'k' },     { "groups", required_argument, NULL, 'g' },
 		{ "replicas", required_argument, NULL, 'r' }, { "masters", required_argument, NULL, 'm' },
 		{ "seed", required_argument, NULL, 'S' },     { "keep-logs", no_argument, NULL, 'K' },
+		{ "ack-log", required_argument, NULL, 'A' },  { "hold", no_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },           { "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1149,6 +1189,8 @@ static void parse_args(int argc, char **argv)
 				cfg.seed = (unsigned)v;
 			break;
 		case 'K': cfg.keep_logs = true; break;
+		case 'A': cfg.ack_log = optarg; break;
+		case 'H': cfg.hold = true; break;
 		case 'h': fputs(usage_text, stdout); exit(0);
 		case 'V': printf("dkv-cluster (dkv) %s\n", CLI_VERSION); exit(0);
 		case ':':
@@ -1166,6 +1208,10 @@ static void parse_args(int argc, char **argv)
 	}
 	if (optind < argc) {
 		fprintf(stderr, "dkv-cluster: unexpected argument '%s'\n", argv[optind]);
+		exit(CLI_EXIT_USAGE);
+	}
+	if (cfg.hold && cfg.ack_log == NULL) {
+		fprintf(stderr, "dkv-cluster: --hold needs --ack-log\nTry 'dkv-cluster --help'.\n");
 		exit(CLI_EXIT_USAGE);
 	}
 }
@@ -1193,6 +1239,12 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+	if (cfg.ack_log != NULL && (ack_file = fopen(cfg.ack_log, "w")) == NULL) {
+		fprintf(stderr, "dkv-cluster: --ack-log %s: %s\n", cfg.ack_log, strerror(errno));
+		return CLI_EXIT_ERR;
+	}
 	/* The library's messages in this process (clerks) would break the progress
 	 * line: errors only, unless the user asked. The daemons get the user's. */
 	const char *ul = cli_env("DKV_LOG");
@@ -1228,6 +1280,7 @@ int main(int argc, char **argv)
 		goto shutdown;
 	}
 	event("started %d dkvd processes (logs in %s)", ndaemons, cfg.logdir);
+	ack("shardmasters %s", sm_list);
 	for (int i = 0; i < ndaemons; i++) {
 		if (i < cfg.masters)
 			say("          shard master %d        %-22s pid %ld\n", i, daemons[i].addr,
@@ -1362,6 +1415,12 @@ int main(int argc, char **argv)
 		}
 	}
 	double secs = elapsed_s() - t0;
+	ack("stopped");
+	if (cfg.hold && !stopping()) {
+		ack("hold");
+		while (!hold_released && !stopping())
+			cli_sleep_ms(20);
+	}
 
 	/* Check each client's append log, with the cluster still serving. */
 	unsigned long checked = 0, acked = 0, unknown = 0;
@@ -1499,5 +1558,7 @@ shutdown:
 		exit_code = 130;
 	else
 		say("dkv-cluster: OK\n");
+	if (ack_file != NULL)
+		fclose(ack_file);
 	return exit_code;
 }

@@ -22,6 +22,7 @@
 #include "lib/linearizability.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,32 +283,66 @@ static void test_checker_reports_the_failing_key_and_the_stuck_operation(void **
 	th_history_free(h);
 }
 
-/* A search that explodes hits the deadline and says UNKNOWN, on time; one that
- * outgrows the memory bound says UNKNOWN too. */
+/* The checker's clock, injected: every reading advances it by 1 ms, so a
+ * deadline of N ms is N readings (one per 1024 search steps) whatever the
+ * machine's speed. */
+static atomic_llong fake_clock_us;
+static atomic_long fake_clock_reads;
+
+static int64_t fake_clock(void)
+{
+	atomic_fetch_add(&fake_clock_reads, 1);
+	return (int64_t)atomic_fetch_add(&fake_clock_us, 1000) + 1000;
+}
+
+/* A search that explodes says UNKNOWN when it runs out of steps, when its
+ * deadline passes (on an injected clock: it stops within a bounded amount of
+ * work after the deadline, never before it), and when it outgrows the memory
+ * bound. No wall-clock time is asserted. */
 static void test_checker_deadline_or_memory_bound_gives_unknown(void **state)
 {
 	(void)state;
 	/* 22 concurrent identical Appends and a read of one "x" too many: no read
-	 * prunes anything, so every subset of the Appends is a distinct state */
+	 * prunes anything, so every subset of the Appends is a distinct state:
+	 * deciding needs over 2^22 steps */
 	th_history *h = th_history_new();
 	for (int i = 0; i < 22; i++)
 		APP(h, i, "k", "x", i, 1000);
 	GET(h, 99, "k", "xxxxxxxxxxxxxxxxxxxxxxx", 2000, 2010);
 	th_lin_options o;
-	th_lin_options_init(&o);
-	o.timeout_ms = 300;
 	th_lin_result r;
-	uint64_t t = th_now_ms();
+
+	/* a step budget far below what the history needs */
+	th_lin_options_init(&o);
+	o.max_steps = 1u << 16;
 	assert_int_equal(th_lin_check_opts(h, &o, &r), TH_LIN_UNKNOWN);
-	uint64_t took = th_now_ms() - t;
-	fprintf(stderr, "deadline 300 ms: UNKNOWN after %llu ms, %zu memo entries\n",
-	        (unsigned long long)took, r.memo_entries);
+	fprintf(stderr, "step budget %llu: UNKNOWN, %zu memo entries\n",
+	        (unsigned long long)o.max_steps, r.memo_entries);
 	assert_non_null(r.report);
+	assert_non_null(strstr(r.report, "step budget"));
 	assert_null(r.bad_key);
-	assert_true(took < 5000);
+	/* each engine stops at its budget: the memo holds at most what two budgets visit */
+	assert_true(r.memo_entries <= 2 * o.max_steps + 2048);
 	th_lin_result_destroy(&r);
 
-	o.timeout_ms = 0;
+	/* a deadline of 300 ms on the injected clock */
+	th_lin_options_init(&o);
+	o.timeout_ms = 300;
+	o.clock_us = fake_clock;
+	atomic_store(&fake_clock_us, 0);
+	atomic_store(&fake_clock_reads, 0);
+	assert_int_equal(th_lin_check_opts(h, &o, &r), TH_LIN_UNKNOWN);
+	long reads = atomic_load(&fake_clock_reads);
+	fprintf(stderr, "deadline 300 ms (injected clock): UNKNOWN after %ld clock readings, "
+	        "%zu memo entries\n", reads, r.memo_entries);
+	assert_non_null(r.report);
+	assert_non_null(strstr(r.report, "deadline"));
+	assert_null(r.bad_key);
+	assert_true(atomic_load(&fake_clock_us) >= 300 * 1000); /* not before the deadline */
+	assert_true(reads <= 300 + 64);                         /* and not long after it */
+	th_lin_result_destroy(&r);
+
+	th_lin_options_init(&o);
 	o.max_memo_bytes = 4u << 20;
 	assert_int_equal(th_lin_check_opts(h, &o, &r), TH_LIN_UNKNOWN);
 	assert_non_null(strstr(r.report, "memory"));

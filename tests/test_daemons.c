@@ -13,6 +13,8 @@
  */
 #include "lib/harness.h"
 
+#include "dkv/shardkv.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -810,34 +812,186 @@ static void test_kvpaxos_daemons_serve_over_loopback_tcp(void **state)
 
 /* ------------------------------------------------------------ tests: main job */
 
-/* dkv-cluster (make run) completes its checks and leaves no process or file behind. */
+/* What dkv-cluster's --ack-log says it did (the test draws its own conclusions). */
+#define ACK_MAX_CLIENTS 8
+#define ACK_MAX_J 200000
+typedef struct {
+	char sms[1024];              /* the shard masters, "A,B,C" */
+	int ndaemons, nkilled;
+	long pids[MAX_KIDS * 2];
+	long killed[MAX_KIDS];
+	int nj[ACK_MAX_CLIENTS];     /* appends issued per client */
+	unsigned char *st[ACK_MAX_CLIENTS]; /* st[c][j]: 1 acknowledged, 2 outcome unknown */
+	char key[ACK_MAX_CLIENTS][32];
+	bool stopped, hold;
+} ack_log;
+
+static void ack_log_free(ack_log *a)
+{
+	for (int c = 0; c < ACK_MAX_CLIENTS; c++)
+		free(a->st[c]);
+	memset(a, 0, sizeof *a);
+}
+
+/* ack_log_read: parse the file; a malformed line fails the test. */
+static void ack_log_read(ack_log *a, const char *path)
+{
+	ack_log_free(a);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return;
+	char line[2048];
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (strchr(line, '\n') == NULL)
+			break; /* a line still being written */
+		char word[32], lab[32], key[32], res[16];
+		int c, j;
+		long pid;
+		if (sscanf(line, "append %d %d %31s %15s", &c, &j, key, res) == 4) {
+			if (c < 0 || c >= ACK_MAX_CLIENTS || j < 0 || j >= ACK_MAX_J)
+				fail_msg("ack log: bad line %s", line);
+			if (a->st[c] == NULL) {
+				a->st[c] = calloc(ACK_MAX_J, 1);
+				assert_non_null(a->st[c]);
+				snprintf(a->key[c], sizeof a->key[c], "%s", key);
+			}
+			if (j != a->nj[c] || strcmp(key, a->key[c]) != 0)
+				fail_msg("ack log: client %d: append %d out of sequence (%s)", c, j, line);
+			a->st[c][j] = strcmp(res, "ok") == 0 ? 1 : 2;
+			a->nj[c]++;
+		} else if (sscanf(line, "daemon %31s %ld", lab, &pid) == 2) {
+			assert_true(a->ndaemons < MAX_KIDS * 2);
+			a->pids[a->ndaemons++] = pid;
+		} else if (sscanf(line, "sigkill %31s %ld", lab, &pid) == 2) {
+			assert_true(a->nkilled < MAX_KIDS);
+			a->killed[a->nkilled++] = pid;
+		} else if (sscanf(line, "shardmasters %1023s", a->sms) == 1) {
+		} else if (sscanf(line, "%31s", word) == 1 && strcmp(word, "stopped") == 0) {
+			a->stopped = true;
+		} else if (sscanf(line, "%31s", word) == 1 && strcmp(word, "hold") == 0) {
+			a->hold = true;
+		} else {
+			fail_msg("ack log: unknown line %s", line);
+		}
+	}
+	fclose(f);
+}
+
+/*
+ * check_appends_of: v is client c's log key as read back: tokens "x c j y".
+ * Every acknowledged append occurs exactly once, one with an unknown outcome
+ * at most once, j grows along v, and nothing else is in it. Returns the
+ * number of tokens.
+ */
+static int check_appends_of(const ack_log *a, int c, const char *v)
+{
+	unsigned char *seen = calloc((size_t)a->nj[c] + 1, 1);
+	assert_non_null(seen);
+	int last = -1, ntok = 0;
+	for (const char *p = v; *p != '\0';) {
+		int id, j, n = 0;
+		if (sscanf(p, "x %d %d y%n", &id, &j, &n) != 2 || n == 0)
+			fail_msg("%s: malformed at offset %ld: \"%.40s\"", a->key[c], (long)(p - v), p);
+		if (id != c || j < 0 || j >= a->nj[c])
+			fail_msg("%s: foreign or never-issued append 'x %d %d y'", a->key[c], id, j);
+		if (seen[j])
+			fail_msg("%s: append %d applied twice", a->key[c], j);
+		if (j < last)
+			fail_msg("%s: append %d after append %d: out of order", a->key[c], j, last);
+		seen[j] = 1;
+		last = j;
+		ntok++;
+		p += n;
+	}
+	for (int j = 0; j < a->nj[c]; j++)
+		if (a->st[c][j] == 1 && !seen[j])
+			fail_msg("%s: acknowledged append %d is missing", a->key[c], j);
+	free(seen);
+	return ntok;
+}
+
+/*
+ * dkv-cluster (make run), checked from outside: its --ack-log says which
+ * appends were acknowledged; while it holds after the workload, this test
+ * reads every client's key back through its own shardkv clerk and checks
+ * exactly-once and order itself; the daemons it SIGKILLed are gone; after it
+ * exits, every daemon it started is gone and so is its log directory.
+ */
 static void test_dkv_cluster_completes_and_leaves_nothing_behind(void **state)
 {
 	(void)state;
-	result r;
-	run(&r, bin_cluster, "--duration", "8", "--clients", "3", "--seed", "7", NULL);
-	assert_exit(&r, 0);
-	assert_contains("dkv-cluster output", r.out, "started 12 dkvd processes");
-	assert_contains("dkv-cluster output", r.out, "SIGKILL group 100 replica");
-	assert_contains("dkv-cluster output", r.out, "move shard");
-	assert_contains("dkv-cluster output", r.out, "each exactly once, in order");
-	assert_contains("dkv-cluster output", r.out, "each exited 0 on SIGTERM");
-	assert_contains("dkv-cluster output", r.out, "dkv-cluster: OK");
-	/* The log directory is gone, and so is every daemon it listed. */
-	const char *d = strstr(r.out, "(logs in ");
+	char out[DKV_NAME_MAX], alog[DKV_NAME_MAX];
+	th_port(out, "dd", "out", nfiles);
+	th_port(alog, "dd", "ack", nfiles++);
+	enum { NCLI = 3 };
+	char *argv[] = { bin_cluster, "--duration", "8", "--clients", "3", "--seed", "7",
+		         "--ack-log", alog, "--hold", NULL };
+	pid_t pid = start_child(argv, out, out);
+	static ack_log a;
+	static char text[OUT_MAX];
+	WAIT_UNTIL((ack_log_read(&a, alog), a.hold || waitpid(pid, NULL, WNOHANG) != 0), 120000);
+	if (!a.hold) {
+		read_file(out, text, sizeof text);
+		fail_msg("dkv-cluster ended before holding; its output:\n%s", text);
+	}
+	assert_true(a.stopped);
+	assert_true(a.ndaemons >= 12); /* 3 shard masters, 3 groups of 3, and every restart */
+	/* at least one replica per group and one shard master were SIGKILLed: each is gone */
+	assert_true(a.nkilled >= 4);
+	for (int k = 0; k < a.nkilled; k++)
+		assert_int_equal(kill((pid_t)a.killed[k], 0), -1);
+
+	/* read every client's appends back through our own clerk */
+	const char *sms[8];
+	int nsm = 0;
+	for (char *p = strtok(a.sms, ","); p != NULL && nsm < 8; p = strtok(NULL, ","))
+		sms[nsm++] = p;
+	assert_int_equal(nsm, 3);
+	shardkv_clerk *ck = shardkv_clerk_new(sms, nsm);
+	assert_non_null(ck);
+	shardkv_clerk_set_timeout(ck, 30000);
+	int acked = 0, unknown = 0, tokens = 0;
+	for (int c = 0; c < NCLI; c++) {
+		if (a.nj[c] == 0)
+			fail_msg("client %d made no append", c);
+		for (int j = 0; j < a.nj[c]; j++) {
+			acked += a.st[c][j] == 1;
+			unknown += a.st[c][j] == 2;
+		}
+		char *v = NULL;
+		int rc = shardkv_clerk_get(ck, a.key[c], &v);
+		if (rc != DKV_OK)
+			fail_msg("Get(%s) from the cluster: %s", a.key[c], dkv_strerror(rc));
+		tokens += check_appends_of(&a, c, v);
+		free(v);
+	}
+	shardkv_clerk_free(ck);
+	fprintf(stderr, "dkv-cluster: %d appends acknowledged, %d unknown; %d found, each once, in "
+	        "order\n", acked, unknown, tokens);
+	assert_true(acked > 0);
+
+	kill(pid, SIGUSR1);
+	int code = wait_child(pid, 60000, NULL);
+	read_file(out, text, sizeof text);
+	if (code < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		fail_msg("dkv-cluster did not finish within 60 s of SIGUSR1");
+	}
+	if (code != 0)
+		fail_msg("exit %d, expected 0; output:\n%s", code, text);
+	/* every daemon it started is gone, and so is the log directory */
+	for (int k = 0; k < a.ndaemons; k++)
+		assert_int_equal(kill((pid_t)a.pids[k], 0), -1);
+	const char *d = strstr(text, "(logs in ");
 	assert_non_null(d);
 	char dir[PATH_MAX];
 	assert_int_equal(sscanf(d, "(logs in %4095[^)])", dir), 1);
 	struct stat st;
 	assert_int_equal(stat(dir, &st), -1);
-	int npids = 0;
-	for (const char *p = strstr(r.out, " pid "); p != NULL; p = strstr(p + 1, " pid ")) {
-		long pid = atol(p + 5);
-		assert_true(pid > 0);
-		assert_int_equal(kill((pid_t)pid, 0), -1);
-		npids++;
-	}
-	assert_int_equal(npids, 12);
+	ack_log_free(&a);
+	th_unlink(out);
+	th_unlink(alog);
 }
 
 /* Ctrl-C (SIGINT) stops dkv-cluster early: every daemon stops, exit 130. */
@@ -863,8 +1017,14 @@ static void test_dkv_cluster_stops_everything_on_sigint(void **state)
 		fail_msg("exit %d, expected 130; output:\n%s", code, text);
 	assert_contains("dkv-cluster output", text, "summary (interrupted)");
 	assert_contains("dkv-cluster output", text, "each exited 0 on SIGTERM");
-	for (const char *p = strstr(text, " pid "); p != NULL; p = strstr(p + 1, " pid "))
-		assert_int_equal(kill((pid_t)atol(p + 5), 0), -1);
+	int npids = 0;
+	for (const char *p = strstr(text, " pid "); p != NULL; p = strstr(p + 1, " pid ")) {
+		long dpid = atol(p + 5);
+		assert_true(dpid > 0);
+		assert_int_equal(kill((pid_t)dpid, 0), -1);
+		npids++;
+	}
+	assert_int_equal(npids, 12); /* 3 shard masters, 3 groups of 3: every one listed, every one gone */
 }
 
 /* ------------------------------------------------------------ main */

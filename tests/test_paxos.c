@@ -934,7 +934,10 @@ static void test_paxos_kill_mid_agreement_joins_every_thread(void **state)
 	for (int seq = 0; seq < 10; seq++)
 		for (int i = 0; i < 5; i++) start_int(cl, i, seq, seq * 10 + i);
 	th_sleep_ms(300);
-	assert_true(th_thread_count() > threads0);
+	/* mid-agreement: the proposers are at work (peers 0 and 1, 2 and 3 hear each other) */
+	WAIT_UNTIL(paxos_rpc_count(cl->px[0]) + paxos_rpc_count(cl->px[1]) > 0 &&
+	               paxos_rpc_count(cl->px[2]) + paxos_rpc_count(cl->px[3]) > 0,
+	           10000);
 	for (int i = 0; i < 5; i++) {
 		paxos_kill(cl->px[i]);
 		paxos_kill(cl->px[i]); /* idempotent */

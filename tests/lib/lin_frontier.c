@@ -171,9 +171,14 @@ static void fx_expand(fx *x, int32_t v, int so)
 			x->why = WHY_KILLED;
 			return;
 		}
-		if (s->deadline && now_us() >= s->deadline) {
+		if (s->deadline && lin_now(s) >= s->deadline) {
 			x->stop = true;
 			x->why = WHY_DEADLINE;
+			return;
+		}
+		if (s->max_steps && x->steps >= s->max_steps) {
+			x->stop = true;
+			x->why = WHY_STEPS;
 			return;
 		}
 	}

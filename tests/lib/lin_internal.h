@@ -105,7 +105,7 @@ typedef struct {
 	int32_t from, op, to;
 } trans;
 
-typedef enum { WHY_NONE = 0, WHY_DEADLINE, WHY_MEMORY, WHY_KILLED, WHY_DISAGREE } give_up;
+typedef enum { WHY_NONE = 0, WHY_DEADLINE, WHY_MEMORY, WHY_KILLED, WHY_DISAGREE, WHY_STEPS } give_up;
 
 typedef struct {
 	int32_t value, get; /* value == -1: empty slot */
@@ -120,6 +120,8 @@ typedef struct {
 	int64_t deadline; /* µs, 0 = none */
 	atomic_int *kill; /* may be NULL */
 	size_t max_bytes;
+	uint64_t max_steps;         /* 0 = none (set after lin_search_init) */
+	int64_t (*clock_us)(void);  /* NULL = now_us (set after lin_search_init) */
 
 	/* values */
 	vnode *v;
@@ -158,6 +160,12 @@ typedef struct {
 	int32_t *walk;      /* scratch for prefix_of */
 	size_t walkcap;
 } search;
+
+/* lin_now: the search's clock (µs), for its deadline. */
+static inline int64_t lin_now(const search *s)
+{
+	return s->clock_us ? s->clock_us() : now_us();
+}
 
 /* A call or return event; calls sort before returns at the same time. */
 typedef struct {

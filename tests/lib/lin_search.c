@@ -587,8 +587,13 @@ th_lin_verdict lin_search_run(search *s, int64_t *far_time)
 				verdict = TH_LIN_UNKNOWN;
 				break;
 			}
-			if (s->deadline && now_us() >= s->deadline) {
+			if (s->deadline && lin_now(s) >= s->deadline) {
 				s->why = WHY_DEADLINE;
+				verdict = TH_LIN_UNKNOWN;
+				break;
+			}
+			if (s->max_steps && steps >= s->max_steps) {
+				s->why = WHY_STEPS;
 				verdict = TH_LIN_UNKNOWN;
 				break;
 			}

@@ -60,8 +60,8 @@
  * bounded by the distinct (set, value) pairs (DFS) or configurations
  * (frontier) reached, each O(1) amortized plus the window scans. Recorded
  * histories check in near-linear time (10,000 ops from 16 clients: tens of
- * ms). A deadline (checked every 1024 steps) and a memory bound turn runaway
- * searches into UNKNOWN.
+ * ms). A deadline (checked every 1024 steps, on an injectable clock), a step
+ * budget (tests) and a memory bound turn runaway searches into UNKNOWN.
  *
  * Failing sub-history. From the frontier engine (re-run without look-ahead on
  * the ops up to the violation, so that the read that breaks it is the one
@@ -110,7 +110,15 @@ static void outcome_destroy(outcome *o)
 typedef struct {
 	uint64_t mask;
 	size_t max_bytes;
+	uint64_t max_steps;
+	int64_t (*clock_us)(void); /* NULL = now_us */
 } knobs;
+
+/* knob_now: the check's clock (µs): the injected one, if any. */
+static int64_t knob_now(const knobs *k)
+{
+	return k->clock_us ? k->clock_us() : now_us();
+}
 
 static th_lin_verdict check_subset(const kop *all, const int *idx, int m, const knobs *k,
                                    int64_t deadline, atomic_int *kill, outcome *out)
@@ -120,6 +128,8 @@ static th_lin_verdict check_subset(const kop *all, const int *idx, int m, const 
 		ops[i] = all[idx[i]];
 	search s;
 	lin_search_init(&s, ops, m, k->mask, deadline, kill, k->max_bytes);
+	s.max_steps = k->max_steps;
+	s.clock_us = k->clock_us;
 	memset(out, 0, sizeof *out);
 	out->v = lin_search_run(&s, &out->far_time);
 	out->why = s.why;
@@ -172,7 +182,7 @@ static void shrink_truncate(const kop *all, int *cur, int *ncur, int *cand, cons
 		for (int i = 0; i < *ncur; i++)
 			if (all[cur[i]].inv <= best->far_time)
 				cand[m++] = cur[i];
-		if (now_us() >= budget || !try_subset(all, cur, ncur, cand, m, k, budget, best))
+		if (knob_now(k) >= budget || !try_subset(all, cur, ncur, cand, m, k, budget, best))
 			return;
 	}
 }
@@ -182,7 +192,7 @@ static void shrink_truncate(const kop *all, int *cur, int *ncur, int *cand, cons
 static void shrink_cut(const kop *all, int *cur, int *ncur, int *cand, const knobs *k,
                        int64_t budget, outcome *best)
 {
-	for (int pi = *ncur - 1; pi > 0 && now_us() < budget; pi--) {
+	for (int pi = *ncur - 1; pi > 0 && knob_now(k) < budget; pi--) {
 		const kop *p = &all[cur[pi]];
 		if (p->kind != TH_OP_PUT || p->ret == OPEN)
 			continue;
@@ -212,7 +222,7 @@ static void shrink_gets(const kop *all, int *cur, int *ncur, int *cand, const kn
 		ngets += all[cur[i]].kind == TH_OP_GET;
 	for (int chunk = ngets / 2 > 0 ? ngets / 2 : 1; chunk >= 1; chunk /= 2) {
 		/* chunk c covers the c-th run of `chunk` Gets counted from the end */
-		for (int c = 0; now_us() < budget; c++) {
+		for (int c = 0; knob_now(k) < budget; c++) {
 			int lo = c * chunk, hi = lo + chunk, g = 0, m = 0;
 			bool any = false;
 			for (int i = *ncur - 1; i >= 0; i--) {
@@ -490,6 +500,8 @@ static void frontier_subset(const kop *all, int nall, const int *idx, int m, con
 		ops[i] = all[idx[i]];
 	search s;
 	lin_search_init(&s, ops, m, k->mask, deadline, kill, k->max_bytes);
+	s.max_steps = k->max_steps;
+	s.clock_us = k->clock_us;
 	lin_frontier_run(&s, lookahead, out);
 	if (out->v == TH_LIN_ILLEGAL) {
 		out->fail = idx[out->fail];
@@ -584,7 +596,7 @@ static void run_job(driver *d, keyjob *j)
 		/* the DFS first (fast on legal histories), with part of the time */
 		int64_t dl = d->deadline;
 		if (d->engine == 0) {
-			int64_t now = now_us();
+			int64_t now = knob_now(&d->k);
 			int64_t cap = dl ? now + (dl - now) / 4 : now + DFS_BUDGET_US;
 			if (cap > now + DFS_BUDGET_US)
 				cap = now + DFS_BUDGET_US;
@@ -614,7 +626,7 @@ static void run_job(driver *d, keyjob *j)
 			for (int i = 0; i < ncur; i++)
 				if (all[cur[i]].inv <= fo.horizon)
 					cand[m++] = cur[i];
-			int64_t dl = now_us() + MINIMIZE_BUDGET_US;
+			int64_t dl = knob_now(&d->k) + MINIMIZE_BUDGET_US;
 			if (d->deadline && d->deadline < dl)
 				dl = d->deadline;
 			fout plain;
@@ -649,8 +661,8 @@ static void run_job(driver *d, keyjob *j)
 	if (j->v == TH_LIN_ILLEGAL && j->report == NULL) {
 		/* only the DFS could tell: shrink by re-checking subsets */
 		if (d->minimize) {
-			int64_t budget = now_us() + MINIMIZE_BUDGET_US;
-			if (d->deadline && d->deadline < budget && d->deadline > now_us() + 200000)
+			int64_t budget = knob_now(&d->k) + MINIMIZE_BUDGET_US;
+			if (d->deadline && d->deadline < budget && d->deadline > knob_now(&d->k) + 200000)
 				budget = d->deadline;
 			shrink_truncate(all, cur, &ncur, cand, &d->k, budget, &best);
 			shrink_cut(all, cur, &ncur, cand, &d->k, budget, &best);
@@ -762,7 +774,8 @@ th_lin_verdict th_lin_check(const th_history *h, unsigned timeout_ms, th_lin_res
 th_lin_verdict th_lin_check_opts(const th_history *h, const th_lin_options *o,
                                  th_lin_result *res)
 {
-	int64_t start = now_us();
+	int64_t start = o->clock_us ? o->clock_us() : now_us();
+	int64_t wall0 = now_us();
 	size_t total = th_history_size(h);
 	int *ids = xmalloc(total * sizeof *ids + 1);
 	sortrec *recs = xmalloc(total * sizeof *recs + 1);
@@ -792,6 +805,8 @@ th_lin_verdict th_lin_check_opts(const th_history *h, const th_lin_options *o,
 	d.deadline = o->timeout_ms ? start + (int64_t)o->timeout_ms * 1000 : 0;
 	d.k.mask = o->hash_mask ? o->hash_mask : ~0ULL;
 	d.k.max_bytes = o->max_memo_bytes ? o->max_memo_bytes : (size_t)1 << 30;
+	d.k.max_steps = o->max_steps;
+	d.k.clock_us = o->clock_us;
 	d.minimize = o->minimize;
 	d.engine = o->engine;
 	atomic_init(&d.next, 0);
@@ -875,6 +890,7 @@ th_lin_verdict th_lin_check_opts(const th_history *h, const th_lin_options *o,
 			fprintf(f, "linearizability check gave up (%s) on key ",
 			        unk->why == WHY_MEMORY     ? "memory bound reached"
 			        : unk->why == WHY_DISAGREE ? "CHECKER BUG: its two engines disagree"
+			        : unk->why == WHY_STEPS    ? "step budget reached"
 			                                   : "deadline reached");
 			put_value(f, unk->key, strlen(unk->key));
 			fprintf(f, " with %d ops after %zu memo entries; keys not finished:", unk->n,
@@ -897,7 +913,7 @@ th_lin_verdict th_lin_check_opts(const th_history *h, const th_lin_options *o,
 	free(d.jobs);
 	free(ids);
 	if (res) {
-		res->elapsed_ms = (double)(now_us() - start) / 1000.0;
+		res->elapsed_ms = (double)(now_us() - wall0) / 1000.0;
 		res->cpu_ms = (double)atomic_load(&d.cpu_us) / 1000.0;
 		if (res->bad_key == NULL && bad)
 			abort();

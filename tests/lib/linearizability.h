@@ -40,6 +40,11 @@ typedef struct {
 	uint64_t hash_mask;    /* tests only: state hashes are ANDed with it, so a small
 	                          mask forces collisions (exact comparison must save us);
 	                          0 = all 64 bits */
+	uint64_t max_steps;    /* tests only: search steps per key and engine after which
+	                          the check gives up (UNKNOWN, "step budget"), counted in
+	                          blocks of 1024; 0 = none */
+	int64_t (*clock_us)(void); /* tests only: the clock (µs) the deadline is measured
+	                          on; NULL = CLOCK_MONOTONIC */
 } th_lin_options;
 
 typedef struct {
