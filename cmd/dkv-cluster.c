@@ -105,6 +105,9 @@ static const char usage_text[] =
 	"    -m, --masters N       shard master replicas (default 3)\n"
 	"        --seed N          seed for the workload and the choice of victims\n"
 	"        --keep-logs       keep the run directory (logs and data directories)\n"
+	"        --memory          no data directories: state in memory only; killed\n"
+	"                          replicas restart with --restart and rebuild their\n"
+	"                          state from their peers (no whole-group restart)\n"
 	"    -h, --help            show this text and exit\n"
 	"    -V, --version         show the version and exit\n"
 	"\n"
@@ -123,6 +126,7 @@ static struct {
 	int clients, keys, groups, replicas, masters;
 	unsigned seed;
 	bool keep_logs;
+	bool memory; /* --memory: no data directories */
 	bool tty;
 	char bindir[PATH_MAX];
 	char dkvd[PATH_MAX + 8], dkvctl[PATH_MAX + 8];
@@ -464,8 +468,10 @@ static void spawn_daemon(int i)
 	}
 	argv[n++] = "--me";
 	argv[n++] = me;
-	argv[n++] = "--dir";
-	argv[n++] = d->dir;
+	if (!cfg.memory) {
+		argv[n++] = "--dir";
+		argv[n++] = d->dir;
+	}
 	if (d->starts > 0)
 		argv[n++] = "--restart";
 	argv[n] = NULL;
@@ -530,6 +536,9 @@ static int start_cluster(void)
 				fprintf(stderr, "dkv-cluster: %s (dkvd) exited during start-up; its log:\n",
 				        d->label);
 				show_log_tail(d);
+				if (log_contains(d, "lacks it"))
+					fprintf(stderr, "dkv-cluster: this build of dkvd has no data directories: "
+					                "try --memory\n");
 				return -1;
 			}
 			if (cli_now_ms() > deadline) {
@@ -961,7 +970,10 @@ static bool restart(struct daemon *d, const char *what, bool wiped)
 	}
 	d->killed = false;
 	bool up = wait_serving(d);
-	if (up)
+	if (up && cfg.memory)
+		event("restart %s with --restart, state from its peers (pid %ld, serving after %llu ms)",
+		      what, (long)d->pid, (unsigned long long)(cli_now_ms() - t0));
+	else if (up)
 		event("restart %s on its %s directory with --restart (pid %ld, serving after %llu ms)",
 		      what, wiped ? "wiped" : "data", (long)d->pid,
 		      (unsigned long long)(cli_now_ms() - t0));
@@ -1006,6 +1018,10 @@ static bool lose_disk(void)
 		event("not wiping a replica: a group of %d would lose its majority", cfg.replicas);
 		return true;
 	}
+	if (cfg.memory) {
+		event("--memory: no directory to wipe (every restart rebuilds from the peers)");
+		return true;
+	}
 	int r = rand_r(&cfg.seed) % cfg.replicas;
 	struct daemon *d = group_replica(0, r);
 	char what[64];
@@ -1023,6 +1039,10 @@ static bool lose_disk(void)
 /* power_cycle_group: SIGKILL every replica of one group at once, then start them all again. */
 static bool power_cycle_group(void)
 {
+	if (cfg.memory) {
+		event("--memory: not stopping a whole group (its state would be gone)");
+		return true;
+	}
 	int g = cfg.groups > 1 ? 1 : 0;
 	group_off = g;
 	char what[64];
@@ -1088,6 +1108,7 @@ static void parse_args(int argc, char **argv)
 		{ "keys", required_argument, NULL, 'k' },     { "groups", required_argument, NULL, 'g' },
 		{ "replicas", required_argument, NULL, 'r' }, { "masters", required_argument, NULL, 'm' },
 		{ "seed", required_argument, NULL, 'S' },     { "keep-logs", no_argument, NULL, 'K' },
+		{ "memory", no_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },           { "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1147,6 +1168,7 @@ static void parse_args(int argc, char **argv)
 				cfg.seed = (unsigned)v;
 			break;
 		case 'K': cfg.keep_logs = true; break;
+		case 'M': cfg.memory = true; break;
 		case 'h': fputs(usage_text, stdout); exit(0);
 		case 'V': printf("dkv-cluster (dkv) %s\n", CLI_VERSION); exit(0);
 		case ':':
