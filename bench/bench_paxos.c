@@ -11,6 +11,10 @@
  *                     per agreement (sum of paxos_rpc_count), and the latency
  *                     in null-RPC round trips.
  *   paxos 10 in flight  the same, keeping 10 instances in flight.
+ *   paxos 10 in flight seq%3  10 in flight, instance seq proposed on peer
+ *                     seq % 3 (every peer proposes: duels unless non-leaders
+ *                     forward to the stable proposer); decisions counted at
+ *                     peer 0.
  *   paxosrsm add_op   one caller, then 10 concurrent callers, on replica 0:
  *                     ops/s, p50/p99 latency.
  * DKV_BENCH_SECONDS (default 2) bounds each row.
@@ -103,10 +107,10 @@ static double null_rpc_us(void)
 	return p50;
 }
 
-static void bench_paxos(int inflight, double null_us)
+static void bench_paxos(int inflight, bool rr, double null_us)
 {
 	char tag[16];
-	snprintf(tag, sizeof tag, "px%d", inflight);
+	snprintf(tag, sizeof tag, "px%d%s", inflight, rr ? "r" : "");
 	make_names(tag);
 	watch w = {.decided = 0};
 	pthread_mutex_init(&w.mu, NULL);
@@ -132,7 +136,7 @@ static void bench_paxos(int inflight, double null_us)
 	for (; next < inflight; next++) {
 		snprintf(val, sizeof val, "v%d", next);
 		t_start[next] = dkv_now_us();
-		paxos_start(px[0], next, val, strlen(val));
+		paxos_start(px[rr ? next % NP : 0], next, val, strlen(val));
 	}
 	int applied = 0; /* seqs below this are accounted for */
 	unsigned long seen = 0;
@@ -147,7 +151,7 @@ static void bench_paxos(int inflight, double null_us)
 			paxos_done(px[0], applied - 1);
 			snprintf(val, sizeof val, "v%d", next);
 			t_start[next] = dkv_now_us();
-			paxos_start(px[0], next, val, strlen(val));
+			paxos_start(px[rr ? next % NP : 0], next, val, strlen(val));
 			next++;
 		}
 		pthread_mutex_lock(&w.mu);
@@ -162,7 +166,10 @@ static void bench_paxos(int inflight, double null_us)
 	for (int i = 0; i < NP; i++) paxos_done(px[i], applied - 1);
 	uint64_t p50 = pct(lat, n, 0.5), p99 = pct(lat, n, 0.99);
 	char label[64];
-	snprintf(label, sizeof label, inflight == 1 ? "paxos sequential" : "paxos %d in flight", inflight);
+	if (inflight == 1)
+		snprintf(label, sizeof label, "paxos sequential%s", rr ? " seq%3" : "");
+	else
+		snprintf(label, sizeof label, "paxos %d in flight%s", inflight, rr ? " seq%3" : "");
 	printf("%-24s %10.0f agreements/s  p50 %7llu us  p99 %7llu us  %.2f RPCs/agreement",
 	       label, (double)n / secs, (unsigned long long)p50, (unsigned long long)p99,
 	       n ? (double)rpcs / (double)n : 0.0);
@@ -267,8 +274,9 @@ int main(void)
 		for (int i = 0; i < NP; i++) paxos_free(px[i]);
 		unlink_names();
 	}
-	bench_paxos(1, null_us);
-	bench_paxos(10, null_us);
+	bench_paxos(1, false, null_us);
+	bench_paxos(10, false, null_us);
+	bench_paxos(10, true, null_us);
 	bench_rsm(1, null_us);
 	bench_rsm(10, null_us);
 	return 0;

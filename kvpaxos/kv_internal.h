@@ -9,23 +9,19 @@
 #include <stdint.h>
 
 #include "dkv/kvpaxos.h"
-
-/*
- * kvpaxos_server_start_ttl: kvpaxos_server_start with at-most-once records kept
- * `ttl_ms` of log time instead of KVPAXOS_CLIENT_TTL_MS (every replica of a
- * group must use the same value). For tests of the table's bound.
- */
-kvpaxos_server *kvpaxos_server_start_ttl(const char *const *servers, int n, int me,
-                                         uint64_t ttl_ms);
+#include "dkv/paxosrsm.h"
 
 /* Counters of a replica. Thread-safe; work after kill. */
 typedef struct {
-	size_t clients;        /* at-most-once records held now */
+	size_t clients;        /* client sessions held (paxosrsm's table) */
 	size_t keys;           /* keys in the map */
-	unsigned long batches; /* log entries this replica proposed */
-	unsigned long ops;     /* client ops in those entries */
+	unsigned long batches; /* unused (the engine batches): 0 */
+	unsigned long ops;     /* client ops submitted at this replica */
 	unsigned long applied; /* client ops applied (from every replica's entries) */
 } kvpaxos_server_stats;
 void kvpaxos_server_get_stats(kvpaxos_server *kv, kvpaxos_server_stats *out);
+
+/* kvpaxos_server_rsm: the replica's engine (borrowed), for paxosrsm_get_info. */
+paxosrsm *kvpaxos_server_rsm(kvpaxos_server *kv);
 
 #endif /* DKV_KV_INTERNAL_H */

@@ -1,364 +1,271 @@
 /*
- * kvpaxos/kv_store.c — the kvpaxos state machine: key/value map plus the
- * at-most-once table, fed by the agreed log only.
+ * kvpaxos/kv_store.c — the kvpaxos state machine (see kv_store.h).
  *
- * Lab rule (6.824 Lab 3B): "at-most-once semantics hold across retries to
- * different replicas; duplicate state must be freed quickly". A clerk names
- * each call (cid, seq), seq growing by one per call and repeated on retries,
- * and has one call outstanding at a time. So a replica only needs, per clerk,
- * the last applied Put/Append seq and its result (no reply values: Put/Append
- * replies carry only an error code, and Gets are not deduplicated: re-running a
- * Get at a later log position is still inside the call's interval).
- *
- * Bounding the table: a record expires `ttl` of log time after its client's
- * last Put/Append (log time = the largest proposer wall-clock stamp applied so
- * far, identical on every replica). To make forgetting safe, a Put/Append born
- * more than ttl/2 before the log clock is refused (KV_ERR_EXPIRED) unless its
- * record proves it a duplicate: any copy that lands after the record expired is
- * necessarily that old. Records sit on a list in touch order (the log clock
- * never goes back), so expiry pops from the head: O(1) per record.
- * Maps are chained hash tables that double at load factor 1.
+ * A uthash map from key (NUL-terminated string, owned) to value (owned,
+ * NUL-terminated, with its length). Apply is all-or-nothing: an Append
+ * reallocates the value before it changes anything, a Put allocates the new
+ * entry or value first, so DKV_ERR_NOMEM leaves the map as it was. Restore
+ * builds a whole new map and swaps it in only when the snapshot decoded.
  */
 #include <errno.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dkv_internal.h"
+
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) dkv_malloc(sz)
+#define uthash_free(ptr, sz) free(ptr)
+#define uthash_nonfatal_oom(obj) (kv_oom = 1)
+static _Thread_local int kv_oom;
+#include <uthash.h>
+
 #include "kv_prot.h"
 #include "kv_store.h"
 
-typedef struct kv_item {
-	struct kv_item *next; /* hash chain */
-	uint64_t hash;
-	char *key;            /* owned */
-	char *val;            /* owned, NUL-terminated */
-	size_t len;           /* strlen(val) */
-	size_t cap;           /* bytes allocated at val */
-} kv_item;
-
-typedef struct kv_client {
-	struct kv_client *hnext;       /* hash chain */
-	struct kv_client *older, *newer; /* touch-order list */
-	uint64_t cid;
-	uint64_t last_seq;   /* last applied Put/Append */
-	int last_err;        /* its result */
-	int64_t touch_ms;    /* log time of the last Put/Append (or duplicate) */
-} kv_client;
+typedef struct kv_ent {
+	char *key;
+	char *val;
+	size_t vlen;
+	UT_hash_handle hh;
+} kv_ent;
 
 struct kv_store {
-	uint64_t ttl_ms;
-	int64_t clock_ms;       /* log clock */
-	kv_item **items;        /* nitem_buckets chains */
-	size_t nitem_buckets, nitems;
-	kv_client **clients;    /* nclient_buckets chains */
-	size_t nclient_buckets, nclients;
-	kv_client *oldest, *newest; /* touch-order list */
+	kv_ent *map;
+	size_t count;
 };
 
-static uint64_t hash_str(const char *s)
+static void put_u32(unsigned char *p, uint32_t v)
 {
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h;
+	for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+static uint64_t get_u64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+	return v;
 }
 
-static uint64_t hash_u64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	return x;
-}
-
-kv_store *kv_store_new(uint64_t ttl_ms)
+kv_store *kv_store_new(void)
 {
 	kv_store *s = dkv_calloc(1, sizeof *s);
-	if (s == NULL)
-		return NULL;
-	s->ttl_ms = ttl_ms;
-	s->nitem_buckets = 64;
-	s->nclient_buckets = 64;
-	s->items = dkv_calloc(s->nitem_buckets, sizeof *s->items);
-	s->clients = dkv_calloc(s->nclient_buckets, sizeof *s->clients);
-	if (s->items == NULL || s->clients == NULL) {
-		kv_store_free(s);
-		errno = ENOMEM;
-		return NULL;
-	}
+	if (!s) errno = ENOMEM;
 	return s;
+}
+
+static void clear_map(kv_ent **map)
+{
+	kv_ent *e, *tmp;
+	HASH_ITER(hh, *map, e, tmp) {
+		HASH_DEL(*map, e);
+		free(e->key);
+		free(e->val);
+		free(e);
+	}
 }
 
 void kv_store_free(kv_store *s)
 {
-	if (s == NULL)
-		return;
-	for (size_t b = 0; s->items != NULL && b < s->nitem_buckets; b++) {
-		kv_item *it = s->items[b];
-		while (it != NULL) {
-			kv_item *next = it->next;
-			free(it->key);
-			free(it->val);
-			free(it);
-			it = next;
-		}
-	}
-	kv_client *c = s->oldest;
-	while (c != NULL) {
-		kv_client *next = c->newer;
-		free(c);
-		c = next;
-	}
-	free(s->items);
-	free(s->clients);
+	if (!s) return;
+	clear_map(&s->map);
 	free(s);
-}
-
-/* ---------------------------------------------------------------- the map */
-
-static kv_item *item_find(const kv_store *s, const char *key, uint64_t h)
-{
-	for (kv_item *it = s->items[h & (s->nitem_buckets - 1)]; it != NULL; it = it->next)
-		if (it->hash == h && strcmp(it->key, key) == 0)
-			return it;
-	return NULL;
-}
-
-/* Double the item table; on allocation failure keep the old one (still correct). */
-static void items_grow(kv_store *s)
-{
-	size_t nb = s->nitem_buckets * 2;
-	kv_item **t = dkv_calloc(nb, sizeof *t);
-	if (t == NULL)
-		return;
-	for (size_t b = 0; b < s->nitem_buckets; b++) {
-		kv_item *it = s->items[b];
-		while (it != NULL) {
-			kv_item *next = it->next;
-			it->next = t[it->hash & (nb - 1)];
-			t[it->hash & (nb - 1)] = it;
-			it = next;
-		}
-	}
-	free(s->items);
-	s->items = t;
-	s->nitem_buckets = nb;
-}
-
-/* item_insert: a new empty item for `key` (copied). NULL on ENOMEM. */
-static kv_item *item_insert(kv_store *s, const char *key, uint64_t h)
-{
-	kv_item *it = dkv_calloc(1, sizeof *it);
-	if (it == NULL)
-		return NULL;
-	it->key = dkv_strdup(key);
-	it->val = dkv_strdup("");
-	if (it->key == NULL || it->val == NULL) {
-		free(it->key);
-		free(it->val);
-		free(it);
-		return NULL;
-	}
-	it->hash = h;
-	it->cap = 1;
-	if (s->nitems >= s->nitem_buckets)
-		items_grow(s);
-	it->next = s->items[h & (s->nitem_buckets - 1)];
-	s->items[h & (s->nitem_buckets - 1)] = it;
-	s->nitems++;
-	return it;
-}
-
-static int do_get(kv_store *s, const char *key, char **value_out)
-{
-	if (value_out == NULL)
-		return DKV_OK;
-	kv_item *it = item_find(s, key, hash_str(key));
-	*value_out = dkv_memdup(it != NULL ? it->val : "", it != NULL ? it->len + 1 : 1);
-	return *value_out != NULL ? DKV_OK : DKV_ERR_NOMEM;
-}
-
-static int do_put(kv_store *s, const char *key, char **value)
-{
-	uint64_t h = hash_str(key);
-	kv_item *it = item_find(s, key, h);
-	if (it == NULL && (it = item_insert(s, key, h)) == NULL)
-		return DKV_ERR_NOMEM;
-	free(it->val);
-	it->val = *value; /* taken */
-	*value = NULL;
-	it->len = strlen(it->val);
-	it->cap = it->len + 1;
-	return DKV_OK;
-}
-
-static int do_append(kv_store *s, const char *key, const char *arg)
-{
-	size_t alen = strlen(arg);
-	uint64_t h = hash_str(key);
-	kv_item *it = item_find(s, key, h);
-	size_t old = it != NULL ? it->len : 0;
-	if (alen > DKV_VALUE_MAX || old > DKV_VALUE_MAX - alen)
-		return DKV_ERR_INVAL;
-	if (it == NULL && (it = item_insert(s, key, h)) == NULL)
-		return DKV_ERR_NOMEM;
-	size_t need = old + alen + 1;
-	if (need > it->cap) {
-		/* Grow by half again so that many small Appends stay linear. */
-		size_t ncap = it->cap + it->cap / 2;
-		if (ncap < need)
-			ncap = need;
-		if (ncap > (size_t)DKV_VALUE_MAX + 1)
-			ncap = (size_t)DKV_VALUE_MAX + 1;
-		char *nv = dkv_realloc(it->val, ncap);
-		if (nv == NULL)
-			return DKV_ERR_NOMEM;
-		it->val = nv;
-		it->cap = ncap;
-	}
-	memcpy(it->val + old, arg, alen + 1);
-	it->len = old + alen;
-	return DKV_OK;
-}
-
-/* ---------------------------------------------------------------- clients */
-
-static kv_client *client_find(const kv_store *s, uint64_t cid)
-{
-	for (kv_client *c = s->clients[hash_u64(cid) & (s->nclient_buckets - 1)]; c != NULL;
-	     c = c->hnext)
-		if (c->cid == cid)
-			return c;
-	return NULL;
-}
-
-static void list_unlink(kv_store *s, kv_client *c)
-{
-	if (c->older != NULL)
-		c->older->newer = c->newer;
-	else
-		s->oldest = c->newer;
-	if (c->newer != NULL)
-		c->newer->older = c->older;
-	else
-		s->newest = c->older;
-	c->older = c->newer = NULL;
-}
-
-static void list_push_newest(kv_store *s, kv_client *c)
-{
-	c->older = s->newest;
-	c->newer = NULL;
-	if (s->newest != NULL)
-		s->newest->newer = c;
-	else
-		s->oldest = c;
-	s->newest = c;
-}
-
-static void client_touch(kv_store *s, kv_client *c)
-{
-	c->touch_ms = s->clock_ms;
-	list_unlink(s, c);
-	list_push_newest(s, c);
-}
-
-static void clients_grow(kv_store *s)
-{
-	size_t nb = s->nclient_buckets * 2;
-	kv_client **t = dkv_calloc(nb, sizeof *t);
-	if (t == NULL)
-		return;
-	for (size_t b = 0; b < s->nclient_buckets; b++) {
-		kv_client *c = s->clients[b];
-		while (c != NULL) {
-			kv_client *next = c->hnext;
-			size_t nbk = hash_u64(c->cid) & (nb - 1);
-			c->hnext = t[nbk];
-			t[nbk] = c;
-			c = next;
-		}
-	}
-	free(s->clients);
-	s->clients = t;
-	s->nclient_buckets = nb;
-}
-
-static void client_remove(kv_store *s, kv_client *c)
-{
-	kv_client **pp = &s->clients[hash_u64(c->cid) & (s->nclient_buckets - 1)];
-	while (*pp != c)
-		pp = &(*pp)->hnext;
-	*pp = c->hnext;
-	list_unlink(s, c);
-	s->nclients--;
-	free(c);
-}
-
-void kv_store_advance(kv_store *s, int64_t now_ms)
-{
-	if (now_ms > s->clock_ms)
-		s->clock_ms = now_ms;
-	while (s->oldest != NULL && s->oldest->touch_ms + (int64_t)s->ttl_ms <= s->clock_ms)
-		client_remove(s, s->oldest);
-}
-
-int kv_store_apply(kv_store *s, kv_store_op *op, char **value_out)
-{
-	if (value_out != NULL)
-		*value_out = NULL;
-	if (op->key == NULL || strlen(op->key) > DKV_KEY_MAX)
-		return DKV_ERR_INVAL;
-	if (op->kind == KV_KIND_GET)
-		return do_get(s, op->key, value_out);
-	if ((op->kind != KV_KIND_PUT && op->kind != KV_KIND_APPEND) || op->value == NULL)
-		return DKV_ERR_INVAL;
-
-	kv_client *c = client_find(s, op->cid);
-	if (c != NULL && op->seq <= c->last_seq) {
-		/* A duplicate: answer as the first time. A retrying clerk keeps its
-		 * record alive. Older seqs were answered long ago: any reply will do. */
-		client_touch(s, c);
-		return op->seq == c->last_seq ? c->last_err : DKV_OK;
-	}
-	if (op->born_ms + (int64_t)(s->ttl_ms / 2) < s->clock_ms)
-		return KV_ERR_EXPIRED; /* its record, if it ever had one, may be gone */
-
-	if (c == NULL) {
-		c = dkv_calloc(1, sizeof *c);
-		if (c == NULL)
-			return DKV_ERR_NOMEM;
-		c->cid = op->cid;
-		if (s->nclients >= s->nclient_buckets)
-			clients_grow(s);
-		size_t b = hash_u64(c->cid) & (s->nclient_buckets - 1);
-		c->hnext = s->clients[b];
-		s->clients[b] = c;
-		s->nclients++;
-		list_push_newest(s, c);
-	}
-	int err;
-	if (strlen(op->value) > DKV_VALUE_MAX)
-		err = DKV_ERR_INVAL;
-	else if (op->kind == KV_KIND_PUT)
-		err = do_put(s, op->key, &op->value);
-	else
-		err = do_append(s, op->key, op->value);
-	c->last_seq = op->seq;
-	c->last_err = err;
-	client_touch(s, c);
-	return err;
-}
-
-size_t kv_store_client_count(const kv_store *s)
-{
-	return s->nclients;
 }
 
 size_t kv_store_key_count(const kv_store *s)
 {
-	return s->nitems;
+	return s ? s->count : 0;
+}
+
+int kv_op_encode(int kind, const char *key, const char *value, void **buf, size_t *len)
+{
+	size_t kl = strlen(key), vl = kind == KV_KIND_GET || !value ? 0 : strlen(value);
+	unsigned char *p = dkv_malloc(1 + kl + 1 + vl);
+	if (!p) return DKV_ERR_NOMEM;
+	p[0] = (unsigned char)kind;
+	memcpy(p + 1, key, kl + 1);
+	if (vl) memcpy(p + 2 + kl, value, vl);
+	*buf = p;
+	*len = 1 + kl + 1 + vl;
+	return DKV_OK;
+}
+
+static int result(int err, const char *v, size_t vl, void **res, size_t *res_len)
+{
+	unsigned char *p = dkv_malloc(1 + vl);
+	if (!p) return DKV_ERR_NOMEM;
+	p[0] = (unsigned char)err;
+	if (vl) memcpy(p + 1, v, vl);
+	*res = p;
+	*res_len = 1 + vl;
+	return DKV_OK;
+}
+
+/* Insert a new entry (copies). DKV_OK / DKV_ERR_NOMEM (map unchanged). */
+static int insert(kv_ent **map, const char *key, size_t kl, const char *v, size_t vl)
+{
+	kv_ent *e = dkv_calloc(1, sizeof *e);
+	char *k = dkv_malloc(kl + 1), *val = dkv_malloc(vl + 1);
+	if (!e || !k || !val) {
+		free(e);
+		free(k);
+		free(val);
+		return DKV_ERR_NOMEM;
+	}
+	memcpy(k, key, kl);
+	k[kl] = '\0';
+	if (vl) memcpy(val, v, vl);
+	val[vl] = '\0';
+	e->key = k;
+	e->val = val;
+	e->vlen = vl;
+	kv_oom = 0;
+	HASH_ADD_KEYPTR(hh, *map, e->key, kl, e);
+	if (kv_oom) {
+		free(k);
+		free(val);
+		free(e);
+		return DKV_ERR_NOMEM;
+	}
+	return DKV_OK;
+}
+
+int kv_store_apply(kv_store *s, const void *op, size_t len, void **res, size_t *res_len)
+{
+	const unsigned char *p = op;
+	*res = NULL;
+	*res_len = 0;
+	const char *key = (const char *)p + 1;
+	size_t kl = len >= 2 ? strnlen(key, len - 1) : 0;
+	if (len < 2 || kl == len - 1 || kl > DKV_KEY_MAX ||
+	    (p[0] != KV_KIND_GET && p[0] != KV_KIND_PUT && p[0] != KV_KIND_APPEND))
+		return result(DKV_ERR_INVAL, NULL, 0, res, res_len);
+	const char *v = key + kl + 1;
+	size_t vl = len - 2 - kl;
+	if (memchr(v, '\0', vl)) return result(DKV_ERR_INVAL, NULL, 0, res, res_len);
+	kv_ent *e = NULL;
+	HASH_FIND(hh, s->map, key, kl, e);
+	if (p[0] == KV_KIND_GET) return result(DKV_OK, e ? e->val : NULL, e ? e->vlen : 0, res, res_len);
+	if (vl > DKV_VALUE_MAX || (p[0] == KV_KIND_APPEND && e && vl > DKV_VALUE_MAX - e->vlen))
+		return result(DKV_ERR_INVAL, NULL, 0, res, res_len);
+	/* the result first: after the change nothing may fail */
+	int rc = result(DKV_OK, NULL, 0, res, res_len);
+	if (rc != DKV_OK) return rc;
+	if (!e) {
+		rc = insert(&s->map, key, kl, v, vl);
+		if (rc == DKV_OK) s->count++;
+	} else if (p[0] == KV_KIND_PUT) {
+		char *nv = dkv_malloc(vl + 1);
+		if (!nv) {
+			rc = DKV_ERR_NOMEM;
+		} else {
+			if (vl) memcpy(nv, v, vl);
+			nv[vl] = '\0';
+			free(e->val);
+			e->val = nv;
+			e->vlen = vl;
+		}
+	} else if (vl) {
+		char *nv = dkv_realloc(e->val, e->vlen + vl + 1);
+		if (!nv) {
+			rc = DKV_ERR_NOMEM;
+		} else {
+			memcpy(nv + e->vlen, v, vl);
+			e->vlen += vl;
+			nv[e->vlen] = '\0';
+			e->val = nv;
+		}
+	}
+	if (rc != DKV_OK) {
+		free(*res);
+		*res = NULL;
+		*res_len = 0;
+	}
+	return rc;
+}
+
+int kv_result_decode(const void *res, size_t len, char **value)
+{
+	const unsigned char *p = res;
+	if (value) *value = NULL;
+	if (!res || len < 1) return DKV_ERR_INVAL;
+	int err = p[0];
+	if (err == DKV_OK && value) {
+		char *v = dkv_malloc(len);
+		if (!v) return DKV_ERR_NOMEM;
+		if (len > 1) memcpy(v, p + 1, len - 1);
+		v[len - 1] = '\0';
+		*value = v;
+	}
+	return err;
+}
+
+int kv_store_snapshot(const kv_store *s, void **buf, size_t *len)
+{
+	size_t total = 8;
+	kv_ent *e, *tmp;
+	HASH_ITER(hh, s->map, e, tmp) total += 8 + strlen(e->key) + e->vlen;
+	unsigned char *p = dkv_malloc(total);
+	if (!p) return DKV_ERR_NOMEM;
+	put_u64(p, (uint64_t)s->count);
+	size_t off = 8;
+	HASH_ITER(hh, s->map, e, tmp) {
+		size_t kl = strlen(e->key);
+		put_u32(p + off, (uint32_t)kl);
+		memcpy(p + off + 4, e->key, kl);
+		off += 4 + kl;
+		put_u32(p + off, (uint32_t)e->vlen);
+		if (e->vlen) memcpy(p + off + 4, e->val, e->vlen);
+		off += 4 + e->vlen;
+	}
+	*buf = p;
+	*len = total;
+	return DKV_OK;
+}
+
+int kv_store_restore(kv_store *s, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	if (len < 8) return DKV_ERR_INVAL;
+	uint64_t count = get_u64(p);
+	if (count > (len - 8) / 8) return DKV_ERR_INVAL;
+	kv_ent *map = NULL;
+	size_t off = 8;
+	int rc = DKV_OK;
+	for (uint64_t i = 0; i < count && rc == DKV_OK; i++) {
+		if (len - off < 4) { rc = DKV_ERR_INVAL; break; }
+		uint32_t kl = get_u32(p + off);
+		off += 4;
+		if (len - off < kl || kl > DKV_KEY_MAX) { rc = DKV_ERR_INVAL; break; }
+		const char *k = (const char *)p + off;
+		off += kl;
+		if (len - off < 4) { rc = DKV_ERR_INVAL; break; }
+		uint32_t vl = get_u32(p + off);
+		off += 4;
+		if (len - off < vl) { rc = DKV_ERR_INVAL; break; }
+		const char *v = (const char *)p + off;
+		off += vl;
+		kv_ent *dup = NULL;
+		HASH_FIND(hh, map, k, kl, dup);
+		if (dup || memchr(k, '\0', kl) || memchr(v, '\0', vl)) { rc = DKV_ERR_INVAL; break; }
+		rc = insert(&map, k, kl, v, vl);
+	}
+	if (rc == DKV_OK && off != len) rc = DKV_ERR_INVAL;
+	if (rc != DKV_OK) {
+		clear_map(&map);
+		return rc;
+	}
+	clear_map(&s->map);
+	s->map = map;
+	s->count = (size_t)count;
+	return DKV_OK;
 }

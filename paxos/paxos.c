@@ -82,7 +82,7 @@ bool px_range_promise_locked(paxos *px, int from, uint64_t n, int **busy, u_int 
 {
 	*busy = NULL;
 	*nbusy = 0;
-	if (n <= px->floor_n || from < px->min_seq) return false;
+	if (n <= px->floor_n || from < px->min_seq || !px_votes_at_locked(px, from)) return false;
 	size_t k = lower_bound(px, from + 1), cnt = 0;
 	for (size_t i = k; i < px->ninst; i++) {
 		px_inst *in = px->insts[i];
@@ -150,11 +150,33 @@ void px_note_done_locked(paxos *px, int from, int done)
 	update_min_locked(px);
 }
 
-void px_note_dones_locked(paxos *px, const int *d, unsigned n)
+void px_note_inc_locked(paxos *px, int from, uint64_t inc)
 {
-	if (!d || n != (unsigned)px->npeers) return; /* not from our group: ignore */
+	if (from < 0 || from >= px->npeers || from == px->me || inc == 0) return;
+	if (px->peer_inc[from] == inc) return;
+	if (px->peer_inc[from] != 0)
+		DKV_INFO("paxos %d: peer %d has a new incarnation %016llx (was %016llx)", px->me, from,
+		         (unsigned long long)inc, (unsigned long long)px->peer_inc[from]);
+	px->peer_inc[from] = inc;
+	if (px->dincs[from] != inc) {
+		/* a new peer: what we knew of its Done was its old self's (Min
+		 * never moves back: update_min_locked only raises it) */
+		px->dones[from] = -1;
+		px->dincs[from] = inc;
+		/* our lease may rest on its range promise: drop it */
+		px->lead_n = 0;
+	}
+}
+
+void px_note_dones_locked(paxos *px, const int *d, const uint64_t *di, unsigned n)
+{
+	if (!d || !di || n != (unsigned)px->npeers) return; /* not from our group: ignore */
 	bool changed = false;
 	for (int i = 0; i < px->npeers; i++) {
+		if (i == px->me || di[i] == 0) continue; /* never told our own Done */
+		uint64_t cur = px->peer_inc[i] ? px->peer_inc[i] : px->dincs[i];
+		if (cur != 0 && cur != di[i]) continue; /* another incarnation's */
+		px->dincs[i] = di[i];
 		if (d[i] > px->dones[i]) {
 			px->dones[i] = d[i];
 			changed = true;
@@ -163,16 +185,77 @@ void px_note_dones_locked(paxos *px, const int *d, unsigned n)
 	if (changed) update_min_locked(px);
 }
 
-bool px_dones_copy_locked(paxos *px, int **val, u_int *len)
+bool px_votes_at_locked(paxos *px, int seq)
 {
-	*val = malloc((size_t)px->npeers * sizeof **val);
-	if (!*val) {
-		*len = 0;
-		return false;
+	return px->voting && seq > px->vote_floor;
+}
+
+void px_hdr_fill_locked(paxos *px, px_hdr *h, int to, int *dv, uint64_t *di)
+{
+	memcpy(dv, px->dones, (size_t)px->npeers * sizeof *dv);
+	memcpy(di, px->dincs, (size_t)px->npeers * sizeof *di);
+	h->from = px->me;
+	h->from_inc = px->inc;
+	h->to_inc = to >= 0 && to < px->npeers ? px->peer_inc[to] : 0;
+	h->dones.dones_val = dv;
+	h->dones.dones_len = (u_int)px->npeers;
+	h->dincs.dincs_val = di;
+	h->dincs.dincs_len = (u_int)px->npeers;
+	h->leading = px->lead_n != 0;
+}
+
+static void note_leading_locked(paxos *px, int from, bool leading)
+{
+	if (leading)
+		px->hint = from;
+	else if (px->hint == from)
+		px->hint = -1;
+}
+
+void px_rhdr_note_locked(paxos *px, int from, const px_rhdr *h)
+{
+	px_note_inc_locked(px, from, h->inc);
+	note_leading_locked(px, from, h->leading);
+	if (h->dincs.dincs_len == h->dones.dones_len)
+		px_note_dones_locked(px, h->dones.dones_val, h->dincs.dincs_val, h->dones.dones_len);
+}
+
+/* A reply header (malloc'ed arrays, freed by the RPC layer). */
+static void rhdr_fill_locked(paxos *px, px_rhdr *h)
+{
+	h->inc = px->inc;
+	h->leading = px->lead_n != 0;
+	h->dones.dones_val = malloc((size_t)px->npeers * sizeof *h->dones.dones_val);
+	h->dincs.dincs_val = malloc((size_t)px->npeers * sizeof *h->dincs.dincs_val);
+	if (!h->dones.dones_val || !h->dincs.dincs_val) {
+		free(h->dones.dones_val);
+		free(h->dincs.dincs_val);
+		h->dones.dones_val = NULL;
+		h->dincs.dincs_val = NULL;
+		return;
 	}
-	memcpy(*val, px->dones, (size_t)px->npeers * sizeof **val);
-	*len = (u_int)px->npeers;
-	return true;
+	memcpy(h->dones.dones_val, px->dones, (size_t)px->npeers * sizeof *h->dones.dones_val);
+	memcpy(h->dincs.dincs_val, px->dincs, (size_t)px->npeers * sizeof *h->dincs.dincs_val);
+	h->dones.dones_len = h->dincs.dincs_len = (u_int)px->npeers;
+}
+
+static void start_rejoin_locked(paxos *px);
+
+/* Take in a request header: the sender's incarnation and Done values, and
+ * whether it knows us under another incarnation (then we voted before). */
+static void hdr_note_locked(paxos *px, const px_hdr *h)
+{
+	if (h->from < 0 || h->from >= px->npeers || h->from == px->me) return;
+	px_note_inc_locked(px, h->from, h->from_inc);
+	note_leading_locked(px, h->from, h->leading);
+	if (h->dincs.dincs_len == h->dones.dones_len)
+		px_note_dones_locked(px, h->dones.dones_val, h->dincs.dincs_val, h->dones.dones_len);
+	if (h->to_inc != 0 && h->to_inc != px->inc && px->voting && !px->rejoined && !px->dead) {
+		DKV_WARN("paxos %d: peer %d knows this peer as incarnation %016llx (this is %016llx): "
+		         "it voted before and lost its state; rejoining without voting",
+		         px->me, h->from, (unsigned long long)h->to_inc, (unsigned long long)px->inc);
+		start_rejoin_locked(px);
+	}
 }
 
 bool px_learn_locked(paxos *px, int seq, px_blob *v)
@@ -210,7 +293,7 @@ static void handle_prepare(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	px_note_dones_locked(px, a->dones.dones_val, a->dones.dones_len);
+	hdr_note_locked(px, &a->h);
 	r->status = PX_ST_REJECT;
 	if (!px->dead && a->seq >= 0) {
 		px_note_seq_locked(px, a->seq);
@@ -222,6 +305,9 @@ static void handle_prepare(void *inst, void *argp, void *resp)
 				r->status = PX_ST_DECIDED;
 				r->has_value = TRUE;
 			}
+		} else if (!px_votes_at_locked(px, a->seq)) {
+			r->status = PX_ST_NOVOTE;
+			px->novote_sent++;
 		} else if (in) {
 			px_promise pr;
 			px_acceptor_prepare(in, a->n, &pr);
@@ -238,7 +324,7 @@ static void handle_prepare(void *inst, void *argp, void *resp)
 				                                      &r->busy.busy_len);
 		}
 	}
-	px_dones_copy_locked(px, &r->dones.dones_val, &r->dones.dones_len);
+	rhdr_fill_locked(px, &r->h);
 	pthread_mutex_unlock(&px->mu);
 }
 
@@ -250,13 +336,16 @@ static void handle_accept(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	px_note_dones_locked(px, a->dones.dones_val, a->dones.dones_len);
+	hdr_note_locked(px, &a->h);
 	r->status = PX_ST_REJECT;
 	if (!px->dead && a->seq >= 0) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (a->seq < px->min_seq) {
 			r->status = PX_ST_FORGOTTEN;
+		} else if (!px_votes_at_locked(px, a->seq)) {
+			r->status = PX_ST_NOVOTE;
+			px->novote_sent++;
 		} else if (in && !px_acceptor_can_accept(in, a->n)) {
 			r->n = in->n_p;
 		} else if (in) {
@@ -277,8 +366,20 @@ static void handle_accept(void *inst, void *argp, void *resp)
 			}
 		}
 	}
-	px_dones_copy_locked(px, &r->dones.dones_val, &r->dones.dones_len);
+	rhdr_fill_locked(px, &r->h);
 	pthread_mutex_unlock(&px->mu);
+}
+
+/* Adopt an XDR-decoded value as a blob (sharing `same` when equal). */
+static px_blob *adopt_value(px_value *v, px_blob *same)
+{
+	if (same && px_blob_equal(same, v->px_value_val, v->px_value_len)) return px_blob_ref(same);
+	px_blob *b = px_blob_adopt(v->px_value_val, v->px_value_len);
+	if (b) {
+		v->px_value_val = NULL;
+		v->px_value_len = 0;
+	}
+	return b;
 }
 
 static void handle_decided(void *inst, void *argp, void *resp)
@@ -290,27 +391,85 @@ static void handle_decided(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	px_note_dones_locked(px, a->dones.dones_val, a->dones.dones_len);
+	hdr_note_locked(px, &a->h);
+	/* a learner learns whether it votes or not */
 	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (in && !in->v_d) {
-			px_blob *b = NULL;
-			if (in->v_a && px_blob_equal(in->v_a, a->v.px_value_val, a->v.px_value_len))
-				b = px_blob_ref(in->v_a);
-			else if ((b = px_blob_adopt(a->v.px_value_val, a->v.px_value_len)) != NULL) {
-				a->v.px_value_val = NULL;
-				a->v.px_value_len = 0;
-			}
+			px_blob *b = adopt_value(&a->v, in->v_a);
 			if (b) {
 				news = px_learn_locked(px, a->seq, b);
 				px_blob_unref(b);
 			}
 		}
 	}
-	px_dones_copy_locked(px, &r->dones.dones_val, &r->dones.dones_len);
+	rhdr_fill_locked(px, &r->h);
 	pthread_mutex_unlock(&px->mu);
 	if (news) px_fire_hook(px, a->seq);
+}
+
+/* The highest proposal number promised anywhere here (INFO's hi_n). */
+static uint64_t hi_n_locked(paxos *px)
+{
+	uint64_t hi = px->floor_n;
+	for (size_t i = 0; i < px->ninst; i++)
+		if (px->insts[i]->n_p > hi) hi = px->insts[i]->n_p;
+	return hi;
+}
+
+static void handle_info(void *inst, void *argp, void *resp)
+{
+	paxos *px = inst;
+	const px_info_args *a = argp;
+	px_info_reply *r = resp;
+	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
+
+	pthread_mutex_lock(&px->mu);
+	hdr_note_locked(px, &a->h);
+	r->max = px->max_seq;
+	r->hi_n = hi_n_locked(px);
+	r->voting = px->voting && !px->dead;
+	rhdr_fill_locked(px, &r->h);
+	pthread_mutex_unlock(&px->mu);
+}
+
+/* Do we hold the stable-proposer range, as far as forwarding goes? Our own
+ * acceptor's latest range promise went to us (a lease, or its renewal). */
+static bool lease_holder_locked(paxos *px)
+{
+	return px->voting && (px->lead_n != 0 || (px->floor_n != 0 &&
+	                      (int)(px->floor_n & ((1u << PX_ROUND_SHIFT) - 1)) == px->me));
+}
+
+static void handle_forward(void *inst, void *argp, void *resp)
+{
+	paxos *px = inst;
+	px_forward_args *a = argp;
+	px_forward_reply *r = resp;
+	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
+
+	pthread_mutex_lock(&px->mu);
+	hdr_note_locked(px, &a->h);
+	r->taken = FALSE;
+	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0 && lease_holder_locked(px)) {
+		px_note_seq_locked(px, a->seq);
+		px_inst *in = px_get_locked(px, a->seq);
+		if (in && !in->v_d) {
+			if (in->proposing) {
+				r->taken = TRUE; /* our round tells everyone */
+			} else {
+				px_blob *b = adopt_value(&a->v, NULL);
+				if (b) {
+					r->taken = px_start_locked(px, a->seq, b);
+					px_blob_unref(b);
+				}
+			}
+			if (r->taken) px->forwards_taken++;
+		}
+	}
+	rhdr_fill_locked(px, &r->h);
+	pthread_mutex_unlock(&px->mu);
 }
 
 static const dkv_rpc_proc px_procs[] = {
@@ -320,7 +479,180 @@ static const dkv_rpc_proc px_procs[] = {
 	 (xdrproc_t)xdr_px_accept_reply, sizeof(px_accept_reply), handle_accept},
 	{PX_DECIDED, (xdrproc_t)xdr_px_decided_args, sizeof(px_decided_args),
 	 (xdrproc_t)xdr_px_decided_reply, sizeof(px_decided_reply), handle_decided},
+	{PX_INFO, (xdrproc_t)xdr_px_info_args, sizeof(px_info_args),
+	 (xdrproc_t)xdr_px_info_reply, sizeof(px_info_reply), handle_info},
+	{PX_FORWARD, (xdrproc_t)xdr_px_forward_args, sizeof(px_forward_args),
+	 (xdrproc_t)xdr_px_forward_reply, sizeof(px_forward_reply), handle_forward},
 };
+
+/* ---------------------------------------------------------------- restarts */
+
+/*
+ * Restarts: rejoining without voting (the rule, and why it is safe).
+ *
+ * A peer that lost its acceptor state (started with opts->restart, or told by
+ * a peer's to_inc that it voted before under another incarnation) must not
+ * vote where its old self may have voted: a forgotten promise or accept can
+ * let a second value be chosen (issue 12 item 1). The rule, as implemented:
+ *
+ *  R1 Until it has rejoined, it answers every PREPARE and ACCEPT with
+ *     PX_ST_NOVOTE (proposers count it as a refusal at once, never as a vote)
+ *     and runs no proposer round of its own; it still learns decisions
+ *     (DECIDED messages; DECIDED replies) and answers INFO.
+ *  R2 Every proposer counts no vote of a round whose phase 1 began more than
+ *     PX_ROUND_MAX_MS ago; a round under a lease counts from the lease's range
+ *     prepare, so a lease lasts PX_ROUND_MAX_MS (proposer.c).
+ *  R3 Rejoin: wait PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS after the restart was
+ *     noticed, then ask the others (INFO) until floor((n-1)/2)+1 distinct other
+ *     peers, each voting itself, have answered (answers given after the wait).
+ *     vote_floor = the largest Max they reported; round_floor = the largest
+ *     proposal number they had promised anywhere. Then: Max := max(Max,
+ *     vote_floor); vote for every seq > vote_floor; answer NOVOTE for every
+ *     seq <= vote_floor for the rest of this object's life; never grant a
+ *     range promise starting at or below vote_floor; propose only with numbers
+ *     above round_floor. A completed rejoin covers every earlier incarnation
+ *     (a later stale to_inc does not start another).
+ *  R4 Peers tell incarnations apart: a new incarnation of p is a new peer (its
+ *     Done is forgotten, our lease is dropped), and nobody accepts what others
+ *     say about its own Done.
+ *
+ * Why no two values are decided. A value is decided only when a proposer
+ * counted a majority Q of votes in one round (accepts; and the promises of
+ * its phase 1, whose quorum also matters). Let p's old incarnation have a
+ * vote counted in such a round at instance s. Then:
+ *  (a) Every other member of Q handled a message of that round for s before
+ *      it was counted, hence (px_note_seq_locked; Max never decreases) has
+ *      Max >= s from then on, or has itself lost its state since.
+ *  (b) The round began before p's old incarnation died (it holds a vote of
+ *      it), so by R2 it counted nothing later than PX_ROUND_MAX_MS after that
+ *      death; p's rejoin starts after the death (one process per peer at a
+ *      time) and waits that long (the slack covers clock-rate drift between
+ *      the two hosts over 1.5 s), so every vote of Q was given before any INFO
+ *      answer p uses, and no round still running holds an old vote of p.
+ *  (c) Call a peer a knower of s if it votes and has Max >= s. The set K∪L
+ *      (knowers, and peers that were knowers and lost their state without
+ *      rejoining yet) has >= floor(n/2)+1 members once Q was counted, and
+ *      stays so: a knower that restarts moves to L; a member of L rejoins only
+ *      with answers from floor((n-1)/2)+1 voting others, and since the others
+ *      outside K∪L number at most (n-1) - floor(n/2) = floor((n-1)/2), one of
+ *      them is a knower, so the rejoined peer gets vote_floor >= s and (Max :=
+ *      vote_floor) is a knower again. The same count applied to p itself shows
+ *      p's vote_floor >= s: p never votes at s again (R3).
+ *  (d) So at s, the only peers that vote are peers whose state is intact
+ *      since before Q was counted, or whose vote_floor < s because s was not
+ *      decided with a vote of an earlier incarnation of theirs; any promise
+ *      quorum for s meets Q in a peer with intact state (two majorities meet,
+ *      and the lost members of Q refuse s), which reports its accept: plain
+ *      Paxos (proposer.c) again.
+ *  (e) A hole in the rule as first written, closed here: a restarted peer
+ *      could reuse one of its old proposal numbers n with another value
+ *      (numbers are (round << 16) | me and its counters restart), and two
+ *      proposals with one number break the "highest accepted" choice.
+ *      round_floor removes it: its old proposal n was promised by a majority
+ *      (a lease: a range promise, i.e. floor_n), so by the count of (c) some
+ *      INFO answer reports a promise >= n, and p's new numbers are above it.
+ *      That is also why it proposes nothing before it rejoined (R1).
+ *      Likewise a lease resting on a range promise of p's old incarnation
+ *      would cover instances above vote_floor: R2 makes leases expire.
+ * What it assumes: peers follow the protocol (no Byzantine faults); one live
+ * process per peer; a restart=false start is a peer that never voted in the
+ * group, or one that learns via to_inc before it answers a proposer that knew
+ * its old self (API.md: a false word can let two values be chosen); local
+ * monotonic clocks run at about the same rate (no synchronised clocks);
+ * Max reported in INFO is this peer's px->max_seq, which never decreases.
+ * Liveness: instances <= vote_floor that were not decided need the other
+ * peers; with fewer than a majority of voting others up it never votes.
+ */
+
+typedef struct {
+	bool answered;
+	int max;
+	uint64_t hi_n;
+} rejoin_answer;
+
+static void *rejoin_main(void *arg)
+{
+	paxos *px = arg;
+	int n = px->npeers, need = (n - 1) / 2 + 1, got = 0;
+	int *dv = dkv_malloc((size_t)n * sizeof *dv);
+	uint64_t *di = dkv_malloc((size_t)n * sizeof *di);
+	rejoin_answer *ans = dkv_calloc((size_t)n, sizeof *ans);
+	pthread_mutex_lock(&px->mu);
+	uint64_t until = px->rejoin_t0 + PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS;
+	while (!px->dead && dkv_now_ms() < until) dkv_cond_wait_until(&px->cv, &px->mu, until);
+	unsigned pause = 10;
+	while (!px->dead && dv && di && ans) {
+		if (n == 1) break; /* alone: nobody else can have counted a vote */
+		for (int p = 0; p < n && !px->dead; p++) {
+			if (p == px->me || ans[p].answered) continue;
+			px_info_args a;
+			px_info_reply r;
+			memset(&a, 0, sizeof a);
+			memset(&r, 0, sizeof r);
+			px_hdr_fill_locked(px, &a.h, p, dv, di);
+			px->rejoin_asks++;
+			pthread_mutex_unlock(&px->mu);
+			int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_INFO,
+			                      (xdrproc_t)xdr_px_info_args, &a, (xdrproc_t)xdr_px_info_reply,
+			                      &r, PX_CALL_TIMEOUT_MS);
+			pthread_mutex_lock(&px->mu);
+			if (rc != DKV_OK) continue;
+			px_rhdr_note_locked(px, p, &r.h);
+			if (r.voting) {
+				ans[p].answered = true;
+				ans[p].max = r.max;
+				ans[p].hi_n = r.hi_n;
+				got++;
+			}
+			xdr_free((xdrproc_t)xdr_px_info_reply, (char *)&r);
+		}
+		if (got >= need) break;
+		uint64_t t = dkv_now_ms() + pause;
+		while (!px->dead && dkv_now_ms() < t) dkv_cond_wait_until(&px->cv, &px->mu, t);
+		if (pause < 200) pause *= 2;
+	}
+	if (!px->dead && (n == 1 || got >= need)) {
+		int floor = -1;
+		uint64_t hi = 0;
+		for (int p = 0; p < n; p++) {
+			if (!ans || !ans[p].answered) continue;
+			if (ans[p].max > floor) floor = ans[p].max;
+			if (ans[p].hi_n > hi) hi = ans[p].hi_n;
+		}
+		if (floor > px->vote_floor) px->vote_floor = floor;
+		if (hi > px->round_floor) px->round_floor = hi;
+		px_note_seq_locked(px, px->vote_floor);
+		px->voting = true;
+		px->rejoined = true;
+		DKV_INFO("paxos %d: rejoined after %llu ms: votes above seq %d", px->me,
+		         (unsigned long long)(dkv_now_ms() - px->rejoin_t0), px->vote_floor);
+		pthread_cond_broadcast(&px->cv);
+	}
+	pthread_mutex_unlock(&px->mu);
+	free(dv);
+	free(di);
+	free(ans);
+	return NULL;
+}
+
+/* Stop voting and start the rejoin (R1, R3). The lease and what we promised
+ * as a range are of no use now. */
+static void start_rejoin_locked(paxos *px)
+{
+	if (px->rejoin_running || px->dead) {
+		px->voting = false;
+		return;
+	}
+	px->voting = false;
+	px->lead_n = 0;
+	px->rejoin_t0 = dkv_now_ms();
+	int err = pthread_create(&px->rejoin_tid, NULL, rejoin_main, px);
+	if (err) {
+		DKV_WARN("paxos %d: no rejoin thread: %s (never votes)", px->me, strerror(err));
+		return;
+	}
+	px->rejoin_running = true;
+}
 
 /* ---------------------------------------------------------------- lifecycle */
 
@@ -345,6 +677,8 @@ static void px_release(paxos *px)
 		for (int i = 0; i < px->npeers; i++) free(px->peers[i]);
 	free(px->peers);
 	free(px->dones);
+	free(px->dincs);
+	free(px->peer_inc);
 	free(px->fail_until);
 	free(px->unsafe);
 	dkv_rpc_pool_free(px->pool);
@@ -359,6 +693,12 @@ static void px_release(paxos *px)
 
 paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                px_decide_hook hook, void *hook_ctx)
+{
+	return px_make_restart(peers, npeers, me, rpcs, hook, hook_ctx, false);
+}
+
+paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                       px_decide_hook hook, void *hook_ctx, bool restart)
 {
 	dkv_lib_init();
 	if (!peers || npeers <= 0 || npeers >= (1 << PX_ROUND_SHIFT) || me < 0 || me >= npeers) {
@@ -392,14 +732,24 @@ paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpc
 	px->max_seq = -1;
 	px->min_seq = 0;
 	px->floor_seq = INT_MAX;
+	px->hint = -1;
 	px->hook = hook;
 	px->hook_ctx = hook_ctx;
 	dkv_rng_seed(&px->rng, dkv_random_seed());
+	do
+		px->inc = dkv_random_seed() ^ dkv_rng_next(&px->rng);
+	while (px->inc == 0);
+	px->voting = true;
+	px->vote_floor = -1;
+	px->peer_inc = dkv_calloc((size_t)npeers, sizeof *px->peer_inc);
+	px->dincs = dkv_calloc((size_t)npeers, sizeof *px->dincs);
 	px->peers = dkv_calloc((size_t)npeers, sizeof *px->peers);
 	px->dones = dkv_malloc((size_t)npeers * sizeof *px->dones);
 	px->fail_until = dkv_calloc((size_t)npeers, sizeof *px->fail_until);
 	px->pool = dkv_rpc_pool_new();
-	if (!px->peers || !px->dones || !px->fail_until || !px->pool) goto nomem;
+	if (!px->peers || !px->dones || !px->fail_until || !px->pool || !px->peer_inc || !px->dincs)
+		goto nomem;
+	px->dincs[me] = px->inc;
 	for (int i = 0; i < npeers; i++) {
 		px->dones[i] = -1;
 		if (!(px->peers[i] = dkv_strdup(peers[i]))) goto nomem;
@@ -422,6 +772,17 @@ paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpc
 		px_release(px);
 		errno = err == DKV_ERR_NOMEM ? ENOMEM : EINVAL;
 		return NULL;
+	}
+	if (restart) {
+		pthread_mutex_lock(&px->mu);
+		start_rejoin_locked(px);
+		bool ok = px->rejoin_running;
+		pthread_mutex_unlock(&px->mu);
+		if (!ok) {
+			paxos_free(px);
+			errno = EAGAIN;
+			return NULL;
+		}
 	}
 	return px;
 
@@ -461,33 +822,21 @@ static void reap(paxos *px, bool all)
 	}
 }
 
-void paxos_start(paxos *px, int seq, const void *value, size_t len)
+bool px_start_locked(paxos *px, int seq, px_blob *v)
 {
-	if (!px || seq < 0) return;
-	reap(px, false);
-	px_blob *v = px_blob_copy(value, len);
-	px_job *j = dkv_calloc(1, sizeof *j);
-	if (!v || !j) {
-		DKV_WARN("paxos_start(%d): out of memory", seq);
-		px_blob_unref(v);
-		free(j);
-		return;
-	}
-	j->seq = seq;
-	j->v = v;
-
-	pthread_mutex_lock(&px->mu);
 	px_inst *in = NULL;
 	if (!px->dead && seq >= px->min_seq) {
 		px_note_seq_locked(px, seq);
 		in = px_get_locked(px, seq);
 	}
-	if (!in || in->v_d || in->proposing) {
-		pthread_mutex_unlock(&px->mu);
-		px_blob_unref(v);
-		free(j);
-		return;
+	if (!in || in->v_d || in->proposing) return false;
+	px_job *j = dkv_calloc(1, sizeof *j);
+	if (!j) {
+		DKV_WARN("paxos_start(%d): out of memory", seq);
+		return false;
 	}
+	j->seq = seq;
+	j->v = px_blob_ref(v);
 	in->proposing = true;
 	if (px->jobs_tail)
 		px->jobs_tail->next = j;
@@ -511,7 +860,22 @@ void paxos_start(paxos *px, int seq, const void *value, size_t len)
 	} else {
 		pthread_cond_signal(&px->work_cv);
 	}
+	return true;
+}
+
+void paxos_start(paxos *px, int seq, const void *value, size_t len)
+{
+	if (!px || seq < 0) return;
+	reap(px, false);
+	px_blob *v = px_blob_copy(value, len);
+	if (!v) {
+		DKV_WARN("paxos_start(%d): out of memory", seq);
+		return;
+	}
+	pthread_mutex_lock(&px->mu);
+	px_start_locked(px, seq, v);
 	pthread_mutex_unlock(&px->mu);
+	px_blob_unref(v);
 }
 
 paxos_fate paxos_status(paxos *px, int seq, void **value, size_t *len)
@@ -589,6 +953,10 @@ void paxos_kill(paxos *px)
 	dkv_rpc_pool_shutdown(px->pool);
 	reap(px, true);
 	pthread_mutex_lock(&px->mu);
+	bool rj = px->rejoin_running;
+	pthread_mutex_unlock(&px->mu);
+	if (rj) pthread_join(px->rejoin_tid, NULL);
+	pthread_mutex_lock(&px->mu);
 	drop_jobs_locked(px);
 	pthread_mutex_unlock(&px->mu);
 	px->killed = true;
@@ -612,13 +980,51 @@ unsigned long paxos_rpc_count(const paxos *px)
 	return __atomic_load_n(&px->rpc_count, __ATOMIC_RELAXED);
 }
 
-/* Interim: dir and restart land with the durability and replication-core work. */
 paxos *paxos_make_opts(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                        const dkv_server_opts *opts)
 {
-	if (!dkv_opts_plain(opts)) {
-		errno = ENOTSUP;
+	if (opts && opts->dir && opts->dir[0]) {
+		errno = ENOTSUP; /* acceptor durability: issue 13 */
 		return NULL;
 	}
-	return paxos_make(peers, npeers, me, rpcs);
+	return px_make_restart(peers, npeers, me, rpcs, NULL, NULL, opts && opts->restart);
+}
+
+/* ---------------------------------------------------------------- restart state */
+
+bool px_is_voting(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	bool v = px->voting;
+	pthread_mutex_unlock(&px->mu);
+	return v;
+}
+
+uint64_t px_incarnation(paxos *px)
+{
+	return px->inc; /* immutable after make */
+}
+
+int px_vote_floor(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	int f = px->vote_floor;
+	pthread_mutex_unlock(&px->mu);
+	return f;
+}
+
+unsigned long px_novote_count(paxos *px, bool sent)
+{
+	pthread_mutex_lock(&px->mu);
+	unsigned long n = sent ? px->novote_sent : px->novote_seen;
+	pthread_mutex_unlock(&px->mu);
+	return n;
+}
+
+unsigned long px_rejoin_asks(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	unsigned long n = px->rejoin_asks;
+	pthread_mutex_unlock(&px->mu);
+	return n;
 }

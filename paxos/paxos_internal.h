@@ -31,6 +31,17 @@
 #define PX_PEER_PENALTY_MS 200u
 /* Proposal numbers: (round << PX_ROUND_SHIFT) | proposer index. */
 #define PX_ROUND_SHIFT 16
+/* A proposer counts no vote in a round whose phase 1 began longer ago than
+ * this (for a round under a lease: the lease's range prepare). A restarted
+ * peer waits this long (plus PX_REJOIN_SLACK_MS) before it asks to rejoin, so
+ * no round that counted a vote of its old incarnation is still running
+ * (paxos.c "Restarts"). Above PX_CALL_TIMEOUT_MS so that a round survives
+ * one timed-out call. */
+#define PX_ROUND_MAX_MS 1500u
+#define PX_REJOIN_SLACK_MS 100u
+/* A forwarder waits this long for the lease holder's decision, then runs its
+ * own rounds. */
+#define PX_FORWARD_WAIT_MS 500u
 
 /* ---------------------------------------------------------------- values */
 
@@ -132,6 +143,26 @@ struct paxos {
 	int *unsafe;          /* malloc'ed; nunsafe entries */
 	int nunsafe;
 	dkv_rng rng;
+	uint64_t lead_t0;     /* when the lease's range prepare began (ms) */
+	uint64_t fwd_bad_n;   /* a forward to the holder of floor_n was refused */
+	int hint;             /* the last peer that said it leads (headers), -1 */
+
+	/* Incarnations and restarts (paxos.c "Restarts"). */
+	uint64_t inc;         /* ours: nonzero, random at every start */
+	uint64_t *peer_inc;   /* per peer: its incarnation as last heard from it, 0 */
+	uint64_t *dincs;      /* dincs[i]: the incarnation dones[i] belongs to, 0 */
+	bool voting;          /* false while rejoining */
+	bool rejoined;        /* a rejoin completed: it covers every earlier incarnation */
+	bool rejoin_running;  /* the rejoin thread exists (joined at kill) */
+	pthread_t rejoin_tid;
+	uint64_t rejoin_t0;   /* when this rejoin began (ms) */
+	int vote_floor;       /* refuse (NOVOTE) every seq <= this forever; -1 */
+	uint64_t round_floor; /* our proposal numbers stay above this */
+	unsigned long novote_sent;  /* NOVOTE replies given */
+	unsigned long novote_seen;  /* NOVOTE replies received by our proposers */
+	unsigned long forwards_taken; /* FORWARDs we took as lease holder */
+	unsigned long forwards_sent;  /* FORWARDs our proposers sent */
+	unsigned long rejoin_asks;    /* INFO calls made by the rejoin */
 
 	/* Immutable after paxos_make. */
 	int npeers, me;
@@ -150,17 +181,70 @@ struct paxos {
 /* px_make: paxos_make with a decide hook (may be NULL). */
 paxos *px_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                px_decide_hook hook, void *hook_ctx);
+/* px_make_restart: px_make, rejoining without voting when `restart` (for
+ * paxosrsm_start, which needs both the hook and the restart flag). */
+paxos *px_make_restart(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
+                       px_decide_hook hook, void *hook_ctx, bool restart);
+
+/* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
+/* px_is_voting: false while the peer rejoins after a restart without state. */
+bool px_is_voting(paxos *px);
+/* px_incarnation: this peer's incarnation (nonzero). */
+uint64_t px_incarnation(paxos *px);
+/* px_vote_floor: the peer refuses to vote at every seq <= this; -1 none.
+ * Meaningful once px_is_voting. */
+int px_vote_floor(paxos *px);
+/* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
+unsigned long px_novote_count(paxos *px, bool sent);
+/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
+unsigned long px_rejoin_asks(paxos *px);
+
+/* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
+/* px_is_voting: false while the peer rejoins after a restart without state. */
+bool px_is_voting(paxos *px);
+/* px_incarnation: this peer's incarnation (nonzero). */
+uint64_t px_incarnation(paxos *px);
+/* px_vote_floor: the peer refuses to vote at every seq <= this; -1 none.
+ * Meaningful once px_is_voting. */
+int px_vote_floor(paxos *px);
+/* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
+unsigned long px_novote_count(paxos *px, bool sent);
+/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
+unsigned long px_rejoin_asks(paxos *px);
+
+/* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
+/* px_is_voting: false while the peer rejoins after a restart without state. */
+bool px_is_voting(paxos *px);
+/* px_incarnation: this peer's incarnation (nonzero). */
+uint64_t px_incarnation(paxos *px);
+/* px_vote_floor: the peer refuses to vote at every seq <= this; -1 none.
+ * Meaningful once px_is_voting. */
+int px_vote_floor(paxos *px);
+/* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
+unsigned long px_novote_count(paxos *px, bool sent);
+/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
+unsigned long px_rejoin_asks(paxos *px);
 
 /* With px->mu held: */
+/* may this peer vote (promise, accept) at seq? */
+bool px_votes_at_locked(paxos *px, int seq);
+/* fill a request header for peer `to`; dv/di: npeers-long buffers it points into */
+void px_hdr_fill_locked(paxos *px, px_hdr *h, int to, int *dv, uint64_t *di);
+/* take in a reply header from peer `from` */
+void px_rhdr_note_locked(paxos *px, int from, const px_rhdr *h);
+/* queue a proposer job for seq with value v (a new reference is taken);
+ * false if not queued (decided, proposing, below Min, dead) */
+bool px_start_locked(paxos *px, int seq, px_blob *v);
 px_inst *px_find_locked(paxos *px, int seq);
 /* find or create (NULL if seq < min or ENOMEM) */
 px_inst *px_get_locked(paxos *px, int seq);
 void px_note_seq_locked(paxos *px, int seq);
 void px_note_done_locked(paxos *px, int from, int done);
-/* merge a received Done vector (ignored unless n == npeers) */
-void px_note_dones_locked(paxos *px, const int *d, unsigned n);
-/* a malloc'ed copy of our Done vector for a message; false on ENOMEM */
-bool px_dones_copy_locked(paxos *px, int **val, u_int *len);
+/* merge a received Done vector (ignored unless n == npeers): entry i only when
+ * di[i] is the incarnation of i we know (or we know none); never our own */
+void px_note_dones_locked(paxos *px, const int *d, const uint64_t *di, unsigned n);
+/* a peer's incarnation as heard from it directly: a new one resets its Done */
+void px_note_inc_locked(paxos *px, int from, uint64_t inc);
 /* px_learn_locked: record v (a new reference is taken) as decided for seq;
  * true if this is news (then call px_fire_hook after unlocking). */
 bool px_learn_locked(paxos *px, int seq, px_blob *v);

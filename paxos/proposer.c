@@ -29,7 +29,10 @@ typedef enum { ROUND_DONE, ROUND_FAILED } round_result;
 typedef struct {
 	int seq;
 	px_blob *v; /* our value (borrowed from the job) */
-	int *dv;    /* the worker's buffer for outgoing Done vectors */
+	int *dv;    /* the worker's buffers for outgoing Done vectors */
+	uint64_t *di;
+	uint64_t *pinc;   /* per peer: its incarnation in this round's phase 1, 0 */
+	uint64_t deadline; /* count no vote after this (R2 of paxos.c "Restarts") */
 	/* a range round's outcome (prepare_phase with range) */
 	bool range_all;   /* every promise counted came with the range promise */
 	int *busy;        /* union of the promisers' busy lists (malloc'ed) */
@@ -112,7 +115,12 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 				return ROUND_DONE;
 			}
 			px_promise pm;
-			px_acceptor_prepare(in, n, &pm);
+			if (px_votes_at_locked(px, pr->seq)) {
+				px_acceptor_prepare(in, n, &pm);
+			} else {
+				pm.status = PX_ST_NOVOTE; /* our own acceptor does not vote here */
+				pm.n = 0;
+			}
 			if (pm.status == PX_ST_OK) {
 				promises++;
 				if (pm.v && pm.n > best_n) {
@@ -143,12 +151,9 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 		a.seq = pr->seq;
 		a.n = n;
 		a.range = range;
-		a.from = px->me;
 		pthread_mutex_lock(&px->mu);
-		memcpy(pr->dv, px->dones, (size_t)px->npeers * sizeof *pr->dv);
+		px_hdr_fill_locked(px, &a.h, p, pr->dv, pr->di);
 		pthread_mutex_unlock(&px->mu);
-		a.dones.dones_val = pr->dv;
-		a.dones.dones_len = (u_int)px->npeers;
 		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_PREPARE,
 		                      (xdrproc_t)xdr_px_prepare_args, &a,
 		                      (xdrproc_t)xdr_px_prepare_reply, &r, PX_CALL_TIMEOUT_MS);
@@ -160,9 +165,10 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 			if (rc == DKV_ERR_KILLED) break;
 			continue;
 		}
-		px_note_dones_locked(px, r.dones.dones_val, r.dones.dones_len);
+		px_rhdr_note_locked(px, p, &r.h);
 		if (r.status == PX_ST_OK) {
 			promises++;
+			pr->pinc[p] = r.h.inc;
 			if (range) {
 				if (r.range_ok)
 					add_busy(pr, r.busy.busy_val, r.busy.busy_len);
@@ -186,6 +192,9 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 			refusals++;
 			px_inst *in = px_find_locked(px, pr->seq);
 			if (in && r.n > in->n_seen) in->n_seen = r.n;
+		} else if (r.status == PX_ST_NOVOTE) {
+			refusals++;
+			px->novote_seen++;
 		}
 		pthread_mutex_unlock(&px->mu);
 		if (r.status == PX_ST_DECIDED) {
@@ -209,7 +218,9 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 			return ROUND_DONE;
 		}
 	}
-	if (promises < maj) {
+	/* R2: a round counts nothing after its deadline (every vote counted
+	 * arrived before now) */
+	if (promises < maj || dkv_now_ms() > pr->deadline) {
 		px_blob_unref(best);
 		return ROUND_FAILED;
 	}
@@ -234,7 +245,9 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 				return ROUND_DONE;
 			}
 			uint64_t np = 0;
-			if (px_acceptor_accept(in, n, v, &np) == PX_ST_OK) {
+			if (!px_votes_at_locked(px, pr->seq)) {
+				refusals++;
+			} else if (px_acceptor_accept(in, n, v, &np) == PX_ST_OK) {
 				accepts++;
 			} else {
 				refusals++;
@@ -251,12 +264,9 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 		a.n = n;
 		a.v.px_value_len = (u_int)v->len;
 		a.v.px_value_val = v->data;
-		a.from = px->me;
 		pthread_mutex_lock(&px->mu);
-		memcpy(pr->dv, px->dones, (size_t)px->npeers * sizeof *pr->dv);
+		px_hdr_fill_locked(px, &a.h, p, pr->dv, pr->di);
 		pthread_mutex_unlock(&px->mu);
-		a.dones.dones_val = pr->dv;
-		a.dones.dones_len = (u_int)px->npeers;
 		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_ACCEPT,
 		                      (xdrproc_t)xdr_px_accept_args, &a,
 		                      (xdrproc_t)xdr_px_accept_reply, &r, PX_CALL_TIMEOUT_MS);
@@ -268,10 +278,13 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 			if (rc == DKV_ERR_KILLED) break;
 			continue;
 		}
-		px_note_dones_locked(px, r.dones.dones_val, r.dones.dones_len);
-		if (r.status == PX_ST_OK) {
+		px_rhdr_note_locked(px, p, &r.h);
+		if (r.status == PX_ST_OK && (!pr->pinc[p] || pr->pinc[p] == r.h.inc)) {
 			accepts++;
 		} else {
+			/* a refusal; or the peer restarted since its promise in phase 1:
+			 * that promise is gone, its accept must not count */
+			if (r.status == PX_ST_NOVOTE) px->novote_seen++;
 			refusals++;
 			px_inst *in = px_find_locked(px, pr->seq);
 			if (r.status == PX_ST_REJECT && in && r.n > in->n_seen) in->n_seen = r.n;
@@ -280,7 +293,7 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 		xdr_free((xdrproc_t)xdr_px_accept_reply, (char *)&r);
 		if (r.status == PX_ST_FORGOTTEN) return ROUND_DONE;
 	}
-	if (accepts < maj) return ROUND_FAILED;
+	if (accepts < maj || dkv_now_ms() > pr->deadline) return ROUND_FAILED;
 	*ok = true;
 	return ROUND_DONE;
 }
@@ -298,20 +311,17 @@ static void decide(paxos *px, px_prop *pr, px_blob *v, int skip)
 		a.seq = pr->seq;
 		a.v.px_value_len = (u_int)v->len;
 		a.v.px_value_val = v->data;
-		a.from = px->me;
 		pthread_mutex_lock(&px->mu);
 		bool dead = px->dead;
-		memcpy(pr->dv, px->dones, (size_t)px->npeers * sizeof *pr->dv);
+		px_hdr_fill_locked(px, &a.h, p, pr->dv, pr->di);
 		pthread_mutex_unlock(&px->mu);
-		a.dones.dones_val = pr->dv;
-		a.dones.dones_len = (u_int)px->npeers;
 		if (dead) return;
 		int rc = dkv_rpc_call(px->pool, px->peers[p], PX_PROG, PX_VERS, PX_DECIDED,
 		                      (xdrproc_t)xdr_px_decided_args, &a,
 		                      (xdrproc_t)xdr_px_decided_reply, &r, PX_CALL_TIMEOUT_MS);
 		pthread_mutex_lock(&px->mu);
 		note_call(px, p, rc == DKV_OK);
-		if (rc == DKV_OK) px_note_dones_locked(px, r.dones.dones_val, r.dones.dones_len);
+		if (rc == DKV_OK) px_rhdr_note_locked(px, p, &r.h);
 		pthread_mutex_unlock(&px->mu);
 		if (rc == DKV_OK) xdr_free((xdrproc_t)xdr_px_decided_reply, (char *)&r);
 	}
@@ -333,6 +343,12 @@ static void backoff_wait_locked(paxos *px, int seq, unsigned ms)
 static bool lease_covers_locked(paxos *px, const px_inst *in)
 {
 	if (!px->lead_n) return false;
+	/* R2: a lease is a phase 1; rounds under it end PX_ROUND_MAX_MS after
+	 * it began. Leave a fast round time to finish. */
+	if (dkv_now_ms() + PX_ROUND_MAX_MS / 4 > px->lead_t0 + PX_ROUND_MAX_MS) {
+		px->lead_n = 0;
+		return false;
+	}
 	if (px->floor_n != px->lead_n) { /* a higher range promise was given here */
 		px->lead_n = 0;
 		return false;
@@ -346,7 +362,7 @@ static bool lease_covers_locked(paxos *px, const px_inst *in)
 
 /* A range round got a majority of range promises: take the lease (mu held).
  * Ownership of pr->busy passes to px. */
-static void take_lease_locked(paxos *px, px_prop *pr, uint64_t n)
+static void take_lease_locked(paxos *px, px_prop *pr, uint64_t n, uint64_t t0)
 {
 	if (px->floor_n != n || n <= px->lead_n) return; /* superseded meanwhile */
 	free(px->unsafe);
@@ -356,6 +372,67 @@ static void take_lease_locked(paxos *px, px_prop *pr, uint64_t n)
 	pr->nbusy = pr->capbusy = 0;
 	px->lead_n = n;
 	px->lead_from = pr->seq;
+	px->lead_t0 = t0;
+}
+
+/*
+ * Forwarding: a peer that does not hold the stable-proposer range hands the
+ * instance to the peer that does (the one our acceptor last gave a range
+ * promise to), which proposes it under its lease; we wait for its DECIDED up
+ * to PX_FORWARD_WAIT_MS, then run our own rounds. A refusal (or a failed
+ * call) marks that holder's range as useless for forwarding until another
+ * range promise is given here. Returns true if seq got decided meanwhile.
+ * mu held on entry and exit.
+ */
+static bool forward_locked(paxos *px, px_prop *pr)
+{
+	const uint64_t mask = (1u << PX_ROUND_SHIFT) - 1;
+	uint64_t fn = px->floor_n;
+	if (px->lead_n || px->npeers == 1) return false;
+	/* the holder: the last peer whose messages said it leads, else the one
+	 * our acceptor last gave a range promise to */
+	int to = px->hint;
+	if (to < 0 || to == px->me) {
+		if (!fn || fn == px->fwd_bad_n) return false;
+		to = (int)(fn & mask);
+	}
+	if (to == px->me || to >= px->npeers) return false;
+	px_forward_args a;
+	px_forward_reply r;
+	memset(&a, 0, sizeof a);
+	memset(&r, 0, sizeof r);
+	a.seq = pr->seq;
+	a.v.px_value_len = (u_int)pr->v->len;
+	a.v.px_value_val = pr->v->data;
+	px_hdr_fill_locked(px, &a.h, to, pr->dv, pr->di);
+	px->forwards_sent++;
+	pthread_mutex_unlock(&px->mu);
+	int rc = dkv_rpc_call(px->pool, px->peers[to], PX_PROG, PX_VERS, PX_FORWARD,
+	                      (xdrproc_t)xdr_px_forward_args, &a, (xdrproc_t)xdr_px_forward_reply, &r,
+	                      PX_CALL_TIMEOUT_MS);
+	pthread_mutex_lock(&px->mu);
+	note_call(px, to, rc == DKV_OK);
+	bool taken = false;
+	if (rc == DKV_OK) {
+		px_rhdr_note_locked(px, to, &r.h);
+		taken = r.taken;
+		xdr_free((xdrproc_t)xdr_px_forward_reply, (char *)&r);
+	}
+	if (!taken) {
+		px->fwd_bad_n = fn;
+		if (px->hint == to) px->hint = -1;
+		return false;
+	}
+	uint64_t until = dkv_now_ms() + PX_FORWARD_WAIT_MS;
+	for (;;) {
+		if (px->dead || pr->seq < px->min_seq) return true;
+		px_inst *in = px_find_locked(px, pr->seq);
+		if (in && in->v_d) return true;
+		if (!dkv_cond_wait_until(&px->cv, &px->mu, until)) break;
+	}
+	px->fwd_bad_n = fn; /* too slow: propose ourselves, and next time too */
+	if (px->hint == to) px->hint = -1;
+	return false;
 }
 
 /*
@@ -371,12 +448,27 @@ static void propose_locked(paxos *px, px_prop *pr, int *order)
 {
 	unsigned cap = 1;
 	bool tried_fast = false;
+	if (forward_locked(px, pr)) goto out;
 	for (;;) {
 		px_inst *in = px_get_locked(px, pr->seq);
 		if (px->dead || !in || in->v_d) break;
+		if (!px->voting) { /* R1: no round of our own until rejoined */
+			pthread_cond_wait(&px->cv, &px->mu);
+			continue;
+		}
+		if (in->n_seen < px->round_floor) in->n_seen = px->round_floor; /* R3 */
 		bool fast = !tried_fast && lease_covers_locked(px, in);
-		bool range = !fast && pr->seq >= px->max_seq && pr->seq > px->dones[px->me];
+		/* range rounds at the tip, or to renew our own expired lease (our
+		 * acceptor's latest range promise is ours); not elsewhere, so that
+		 * forwarders falling back do not steal the range from each other */
+		bool own_range = px->floor_n &&
+		                 (int)(px->floor_n & ((1u << PX_ROUND_SHIFT) - 1)) == px->me;
+		bool range = !fast && pr->seq > px->dones[px->me] &&
+		             (pr->seq >= px->max_seq || (own_range && px->lead_n == 0));
 		uint64_t n = fast ? px->lead_n : px_next_number(in, px->me);
+		uint64_t t0 = dkv_now_ms();
+		pr->deadline = (fast ? px->lead_t0 : t0) + PX_ROUND_MAX_MS;
+		memset(pr->pinc, 0, (size_t)px->npeers * sizeof *pr->pinc);
 		tried_fast = true;
 		peer_order(px, pr->seq, order);
 		pthread_mutex_unlock(&px->mu);
@@ -399,7 +491,7 @@ static void propose_locked(paxos *px, px_prop *pr, int *order)
 			} else if (rr == ROUND_DONE && ok) {
 				if (range && pr->range_all) {
 					pthread_mutex_lock(&px->mu);
-					take_lease_locked(px, pr, n);
+					take_lease_locked(px, pr, n, t0);
 					pthread_mutex_unlock(&px->mu);
 				}
 				bool accepted = false;
@@ -419,6 +511,7 @@ static void propose_locked(paxos *px, px_prop *pr, int *order)
 		if (cap < PX_BACKOFF_MAX_MS) cap = cap * 2 > PX_BACKOFF_MAX_MS ? PX_BACKOFF_MAX_MS : cap * 2;
 		backoff_wait_locked(px, pr->seq, ms);
 	}
+out:;
 	px_inst *in = px_find_locked(px, pr->seq);
 	if (in) in->proposing = false;
 }
@@ -429,15 +522,17 @@ void *px_worker_main(void *arg)
 	paxos *px = w->px;
 	int *order = dkv_malloc((size_t)px->npeers * sizeof *order);
 	int *dv = dkv_malloc((size_t)px->npeers * sizeof *dv);
+	uint64_t *di = dkv_malloc((size_t)px->npeers * sizeof *di);
+	uint64_t *pinc = dkv_malloc((size_t)px->npeers * sizeof *pinc);
 
 	pthread_mutex_lock(&px->mu);
 	while (!px->dead) {
 		px_job *j = px->jobs;
-		if (j && order && dv) {
+		if (j && order && dv && di && pinc) {
 			px->jobs = j->next;
 			if (!px->jobs) px->jobs_tail = NULL;
 			px->njobs--;
-			px_prop pr = {.seq = j->seq, .v = j->v, .dv = dv};
+			px_prop pr = {.seq = j->seq, .v = j->v, .dv = dv, .di = di, .pinc = pinc};
 			propose_locked(px, &pr, order);
 			free(pr.busy);
 			px_blob_unref(j->v);
@@ -454,5 +549,7 @@ void *px_worker_main(void *arg)
 	pthread_mutex_unlock(&px->mu);
 	free(order);
 	free(dv);
+	free(di);
+	free(pinc);
 	return NULL;
 }

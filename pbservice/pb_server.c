@@ -543,10 +543,26 @@ static void tick_ping(pbservice_server *s)
 {
 	vs_ping_args args;
 	vs_view_reply res;
+	vs_report_x rep;
+	viewservice_view held;
 	pthread_mutex_lock(&s->mu);
 	args.viewnum = ping_viewnum_locked(s);
 	s->pinged = args.viewnum;
+	/* The report (vs_core.c, "Lost state"): the view we hold and whether we hold
+	 * its data — as its primary, legitimate state; as its backup, the primary's
+	 * state for exactly this view. */
+	held = s->view;
+	if (strcmp(held.primary, s->me) == 0)
+		rep.data = s->has_state;
+	else if (strcmp(held.backup, s->me) == 0)
+		rep.data = s->has_state && s->synced_view == held.viewnum;
+	else
+		rep.data = false;
 	pthread_mutex_unlock(&s->mu);
+	rep.view.viewnum = held.viewnum;
+	rep.view.primary = held.primary;
+	rep.view.backup = held.backup;
+	args.report = &rep;
 	args.me = s->me;
 	memset(&res, 0, sizeof(res));
 	int rc = dkv_rpc_call(s->pool, s->vshost, VS_PROG, VS_VERS, VS_PING,

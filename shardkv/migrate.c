@@ -1,26 +1,31 @@
 /*
- * shardkv/migrate.c — reconfiguration: following the shard master's
- * configurations one at a time and moving shards between groups (pull).
+ * shardkv/migrate.c — the poller thread: following the shard master's
+ * configurations one at a time and pulling shards between groups. Reads the
+ * replica's state under s->mu, makes RPCs and submits ops (replica.c) with no
+ * lock held; the ops themselves are applied by machine.c. Nothing here is
+ * called back by the other files but the thread's entry point.
  *
  * Each replica's poller (every SHARDKV_TICK_MS, or at once when kicked) works
  * through the group's log:
  *   1. Holding every shard it owns in configuration n, it fetches n+1 from the
  *      shard master and logs RECONFIG. Applying it is the switch point: lost
- *      shards move, with their at-most-once tables, to the "out" list keyed
+ *      shards move, with their session tables, to the "out" list keyed
  *      (n+1, shard); gained shards start empty (from gid 0) or become PULLING.
- *   2. For each PULLING shard it fetches (SKV_FETCH) the old owner's copy from
- *      any replica that has applied n+1 (the copy is immutable, so it answers
- *      from local state) and logs INSTALL; the first INSTALL serves the shard.
+ *   2. For each PULLING shard it fetches (SKV_FETCH, through the call helper
+ *      of src/call.h) the old owner's copy — the shard encoding of store.c —
+ *      from any replica that has applied n+1 (the copy is immutable, so it
+ *      answers from local state) and logs INSTALL; the first INSTALL serves
+ *      the shard.
  *   3. For each installed shard it asks the old owner to drop its copy (SKV_GC:
  *      the old group logs GC and frees it), then logs GC_ACK.
  * An old owner never waits to hand a shard over, and frees it only once the new
- * owner has it. Duplicates in the log are ignored at apply. No lock is held
- * across an RPC or paxosrsm call; s->mu guards the state used here.
+ * owner has it. Duplicates in the log are ignored at apply.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "skv_internal.h"
 
 /* How long to wait before retrying pulls that are still pending. */
@@ -29,14 +34,6 @@
 #define SKV_FETCH_TIMEOUT_MS 2000u
 /* How long an old owner may take to log a GC (it frees memory only). */
 #define SKV_GC_WAIT_MS 1000u
-
-void skv_kick_locked(shardkv_server *s)
-{
-	s->kick = true;
-	pthread_cond_signal(&s->tick_cv);
-}
-
-/* ---------------------------------------------------------------- apply steps */
 
 static char **copy_names(const skv_group *g, int *n)
 {
@@ -66,158 +63,6 @@ static void free_names(char **v, int n)
 	free(v);
 }
 
-void skv_apply_reconfig(shardkv_server *s, skv_config *cfg)
-{
-	if (cfg->num != s->cfg.num + 1)
-		return; /* a duplicate, or (never) a gap: configs go one at a time */
-	for (int i = 0; i < SHARDMASTER_NSHARDS; i++)
-		if (s->state[i] == SKV_SHARD_PULLING) {
-			DKV_WARN("shardkv %s: RECONFIG %d while shard %d is pulled: ignored", s->name,
-			         cfg->num, i);
-			return;
-		}
-	for (int i = 0; i < SHARDMASTER_NSHARDS; i++) {
-		int64_t from = s->cfg.shards[i], to = cfg->shards[i];
-		bool had = from == s->gid, has = to == s->gid;
-		if (had && !has) {
-			skv_out *o = dkv_calloc(1, sizeof *o);
-			if (o == NULL) {
-				DKV_ERROR("shardkv %s: out of memory keeping shard %d", s->name, i);
-				skv_shard_free(s->shards[i]);
-			} else {
-				o->cfgnum = cfg->num;
-				o->shard = i;
-				o->data = s->shards[i];
-				o->next = s->outs;
-				s->outs = o;
-			}
-			s->shards[i] = NULL;
-			s->state[i] = SKV_SHARD_NONE;
-		} else if (!had && has) {
-			if (from == 0) {
-				s->shards[i] = skv_shard_new();
-				s->state[i] = SKV_SHARD_SERVING;
-				if (s->shards[i] == NULL)
-					DKV_ERROR("shardkv %s: out of memory creating shard %d", s->name, i);
-			} else {
-				s->state[i] = SKV_SHARD_PULLING;
-			}
-		}
-	}
-	DKV_INFO("shardkv %s (gid %lld): configuration %d", s->name, (long long)s->gid, cfg->num);
-	skv_config_destroy(&s->prev);
-	s->prev = s->cfg;
-	s->cfg = *cfg;
-	memset(cfg, 0, sizeof *cfg); /* stolen from the op */
-	skv_kick_locked(s);          /* pull at once, or look for the next config */
-}
-
-void skv_apply_install(shardkv_server *s, skv_install_op *in)
-{
-	int i = in->data.shard;
-	if (i < 0 || i >= SHARDMASTER_NSHARDS || in->cfgnum != s->cfg.num ||
-	    s->state[i] != SKV_SHARD_PULLING || s->prev.shards[i] != in->src_gid)
-		return; /* a duplicate */
-	skv_shard *sh = skv_shard_import(&in->data);
-	if (sh == NULL) {
-		DKV_ERROR("shardkv %s: out of memory installing shard %d", s->name, i);
-		return;
-	}
-	s->shards[i] = sh;
-	s->state[i] = SKV_SHARD_SERVING;
-	skv_gcpend *g = dkv_calloc(1, sizeof *g);
-	if (g != NULL) {
-		g->cfgnum = in->cfgnum;
-		g->shard = i;
-		g->src_gid = in->src_gid;
-		g->servers = copy_names(skv_config_group(&s->prev, in->src_gid), &g->nservers);
-		g->next = s->gcs;
-		s->gcs = g;
-	}
-	DKV_DEBUG("shardkv %s: installed shard %d of configuration %d", s->name, i, in->cfgnum);
-	skv_kick_locked(s);
-}
-
-void skv_apply_gc(shardkv_server *s, const skv_shard_ref *ref)
-{
-	for (skv_out **pp = &s->outs; *pp != NULL; pp = &(*pp)->next) {
-		skv_out *o = *pp;
-		if (o->cfgnum == ref->cfgnum && o->shard == ref->shard) {
-			*pp = o->next;
-			skv_shard_free(o->data);
-			free(o);
-			return;
-		}
-	}
-}
-
-void skv_apply_gc_ack(shardkv_server *s, const skv_shard_ref *ref)
-{
-	for (skv_gcpend **pp = &s->gcs; *pp != NULL; pp = &(*pp)->next) {
-		skv_gcpend *g = *pp;
-		if (g->cfgnum == ref->cfgnum && g->shard == ref->shard) {
-			*pp = g->next;
-			free_names(g->servers, g->nservers);
-			free(g);
-			return;
-		}
-	}
-}
-
-/* ---------------------------------------------------------------- RPC handlers */
-
-static skv_out *find_out_locked(shardkv_server *s, int cfgnum, int shard)
-{
-	for (skv_out *o = s->outs; o != NULL; o = o->next)
-		if (o->cfgnum == cfgnum && o->shard == shard)
-			return o;
-	return NULL;
-}
-
-void skv_handle_fetch(void *inst, void *args, void *res)
-{
-	shardkv_server *s = inst;
-	skv_fetch_args *a = args;
-	skv_fetch_reply *r = res;
-	pthread_mutex_lock(&s->mu);
-	if (s->dead) {
-		r->err = DKV_ERR_KILLED;
-	} else if (s->cfg.num < a->cfgnum) {
-		r->err = SKV_ERR_NOT_READY;
-		skv_kick_locked(s); /* someone is ahead of us: poll now */
-	} else {
-		skv_out *o = find_out_locked(s, a->cfgnum, a->shard);
-		if (o == NULL || o->data == NULL)
-			r->err = SKV_ERR_NOT_READY;
-		else
-			r->err = skv_shard_export(o->data, a->shard, &r->data);
-	}
-	pthread_mutex_unlock(&s->mu);
-}
-
-void skv_handle_gc(void *inst, void *args, void *res)
-{
-	shardkv_server *s = inst;
-	skv_gc_args *a = args;
-	skv_gc_reply *r = res;
-	skv_op op;
-	memset(&op, 0, sizeof op);
-	op.kind = SKV_OP_GC;
-	op.skv_op_u.ref.cfgnum = a->cfgnum;
-	op.skv_op_u.ref.shard = a->shard;
-	op.skv_op_u.ref.nonce = skv_new_nonce(s);
-	unsigned wait = a->wait_ms == 0 || a->wait_ms > SKV_WAIT_MS ? SKV_WAIT_MS : a->wait_ms;
-	r->err = skv_submit(s, &op, wait);
-	if (r->err != DKV_OK)
-		return;
-	/* Done only if the GC came after our switch to cfgnum in the log (a lagging
-	 * replica might have placed it before; then the copy is still here). */
-	pthread_mutex_lock(&s->mu);
-	if (s->cfg.num < a->cfgnum || find_out_locked(s, a->cfgnum, a->shard) != NULL)
-		r->err = SKV_ERR_NOT_READY;
-	pthread_mutex_unlock(&s->mu);
-}
-
 /* ---------------------------------------------------------------- the poller */
 
 typedef struct {
@@ -228,33 +73,39 @@ typedef struct {
 	char **servers;
 } skv_task;
 
-/* Call `proc` on the servers of a group in turn (starting at a random one)
- * until one answers DKV_OK. The reply is left in `res` only on DKV_OK. */
+/* One round is enough for the poller (it comes back on its next tick). */
+static int one_round(void *ctx, dkv_call_servers *srv)
+{
+	(void)ctx;
+	(void)srv;
+	return SKV_ERR_NOT_READY;
+}
+
+/* Call `proc` on the servers of a group, one round (src/call.h), starting at a
+ * random one, until one answers DKV_OK. The reply is left in `res` only on
+ * DKV_OK. */
 static int call_group(shardkv_server *s, const skv_task *t, rpcproc_t proc, xdrproc_t xa,
                       const void *args, xdrproc_t xr, void *res, size_t res_size)
 {
 	if (t->nservers == 0)
 		return DKV_ERR_NET;
+	dkv_call_servers srv;
+	dkv_call_servers_init(&srv, (const char *const *)t->servers, t->nservers);
+	srv.last = (int)dkv_rng_below(&s->rng, (uint64_t)t->nservers); /* poller only */
 	pthread_mutex_lock(&s->mu);
-	int start = (int)dkv_rng_below(&s->rng, (uint64_t)t->nservers);
 	bool dead = s->dead;
 	pthread_mutex_unlock(&s->mu);
-	int rc = DKV_ERR_NET;
-	for (int k = 0; k < t->nservers && !dead; k++) {
-		const char *name = t->servers[(start + k) % t->nservers];
-		memset(res, 0, res_size);
-		rc = dkv_rpc_call(s->pool, name, SKV_PROG, SKV_VERS, proc, xa, args, xr, res,
-		                  SKV_FETCH_TIMEOUT_MS + (proc == SKV_GC ? SKV_GC_WAIT_MS : 0));
-		if (rc == DKV_ERR_KILLED)
-			return rc;
-		if (rc != DKV_OK)
-			continue;
-		rc = *(int *)res; /* every reply starts with err */
-		if (rc == DKV_OK)
-			return DKV_OK;
+	if (dead)
+		return DKV_ERR_KILLED;
+	dkv_call_spec spec = {
+		.prog = SKV_PROG, .vers = SKV_VERS, .proc = proc, .xdr_args = xa, .args = args,
+		.xdr_res = xr, .res_size = res_size,
+		.rpc_ms = SKV_FETCH_TIMEOUT_MS + (proc == SKV_GC ? SKV_GC_WAIT_MS : 0),
+		.backoff_min_ms = 1, .backoff_max_ms = 1, .next_round = one_round,
+	};
+	int rc = dkv_call_any(s->pool, &srv, 0, &spec, res, NULL);
+	if (rc != DKV_OK)
 		xdr_free(xr, res);
-		memset(res, 0, res_size);
-	}
 	return rc;
 }
 
@@ -281,7 +132,8 @@ static bool step_config(shardkv_server *s, int num)
 			}
 			sc->groups.groups_len = (u_int)c->ngroups;
 			sc->groups.groups_val = gs;
-			progress = skv_submit(s, &op, SKV_WAIT_MS) == DKV_OK;
+			int err;
+			progress = skv_submit(s, &op, SKV_WAIT_MS, &err, NULL) == DKV_OK;
 			free(gs);
 		}
 	}
@@ -305,10 +157,12 @@ static bool step_pull(shardkv_server *s, const skv_task *t)
 	memset(&op, 0, sizeof op);
 	op.kind = SKV_OP_INSTALL;
 	op.skv_op_u.install.cfgnum = t->cfgnum;
+	op.skv_op_u.install.shard = t->shard;
 	op.skv_op_u.install.src_gid = t->gid;
-	op.skv_op_u.install.data = r.data; /* borrowed; freed with r */
-	op.skv_op_u.install.data.shard = t->shard;
-	rc = skv_submit(s, &op, SKV_WAIT_MS);
+	op.skv_op_u.install.data.data_len = r.data.data_len; /* borrowed; freed with r */
+	op.skv_op_u.install.data.data_val = r.data.data_val;
+	int err;
+	rc = skv_submit(s, &op, SKV_WAIT_MS, &err, NULL);
 	xdr_free((xdrproc_t)xdr_skv_fetch_reply, (char *)&r);
 	if (rc != DKV_OK)
 		DKV_DEBUG("shardkv %s: install of shard %d (config %d): %d", s->name, t->shard,
@@ -329,8 +183,8 @@ static void step_gc(shardkv_server *s, const skv_task *t)
 	op.kind = SKV_OP_GC_ACK;
 	op.skv_op_u.ref.cfgnum = t->cfgnum;
 	op.skv_op_u.ref.shard = t->shard;
-	op.skv_op_u.ref.nonce = skv_new_nonce(s);
-	(void)skv_submit(s, &op, SKV_WAIT_MS);
+	int err;
+	(void)skv_submit(s, &op, SKV_WAIT_MS, &err, NULL);
 }
 
 static void free_tasks(skv_task *t, int n)
@@ -351,18 +205,18 @@ static bool poll_once(shardkv_server *s, bool *pending)
 	*pending = false;
 
 	pthread_mutex_lock(&s->mu);
-	int num = s->cfg.num;
+	int num = s->st.cfg.num;
 	for (int i = 0; i < SHARDMASTER_NSHARDS; i++) {
-		if (s->state[i] != SKV_SHARD_PULLING)
+		if (s->st.state[i] != SKV_SHARD_PULLING)
 			continue;
 		skv_task *t = &pulls[npulls];
 		t->shard = i;
 		t->cfgnum = num;
-		t->gid = s->prev.shards[i];
-		t->servers = copy_names(skv_config_group(&s->prev, t->gid), &t->nservers);
+		t->gid = s->st.prev.shards[i];
+		t->servers = copy_names(skv_config_group(&s->st.prev, t->gid), &t->nservers);
 		npulls++;
 	}
-	for (skv_gcpend *g = s->gcs; g != NULL && ngcs < (int)(sizeof gcs / sizeof gcs[0]); g = g->next) {
+	for (skv_gcpend *g = s->st.gcs; g != NULL && ngcs < (int)(sizeof gcs / sizeof gcs[0]); g = g->next) {
 		skv_task *t = &gcs[ngcs++];
 		t->shard = g->shard;
 		t->cfgnum = g->cfgnum;
@@ -391,8 +245,8 @@ static bool poll_once(shardkv_server *s, bool *pending)
 			skv_op op;
 			memset(&op, 0, sizeof op);
 			op.kind = SKV_OP_NOP;
-			op.skv_op_u.nop_nonce = skv_new_nonce(s);
-			(void)skv_submit(s, &op, SKV_WAIT_MS);
+			int err;
+			(void)skv_submit(s, &op, SKV_WAIT_MS, &err, NULL);
 		}
 	}
 	/* Telling old owners can wait for a quiet round: it only frees memory. */

@@ -1,19 +1,22 @@
 /*
- * shardkv/server.c — one replica of a shardkv group: lifecycle, the client
- * RPCs (SKV_GET, SKV_PUTAPPEND) and the apply callback of its paxosrsm log.
+ * shardkv/server.c — one replica of a shardkv group: the RPC handlers (client
+ * SKV_GET / SKV_PUTAPPEND, migration SKV_FETCH / SKV_GC) and the lifecycle.
+ * Depends on replica.c (submit), machine.c (reading the state) and migrate.c
+ * (the poller's entry point); nothing calls back into this file.
  *
- * Every client operation becomes an skv_op in the group's log; the handler adds
- * it with paxosrsm_add_op_timeout, then reads the result that the apply
- * callback left in a waiter matched by the op's nonce (drawn by this replica).
- * The result is what the op saw at its point in the log: a key whose shard the
- * group does not own there gets DKV_ERR_WRONG_GROUP, even right after a
- * reconfiguration. Put/Append consult the shard's at-most-once table (cid ->
- * last seq), which moves with the shard. A handler may answer WRONG_GROUP
- * without logging anything when the replica's applied state does not serve the
- * shard: nothing was applied, and the clerk retries elsewhere.
+ * Every client operation becomes an skv_op in the group's log, submitted
+ * through paxosrsm with no engine session (shardkv keeps its sessions per
+ * shard, so they move with the shard); the engine hands back apply's result.
+ * The result is what the op saw at its point in the log: a key whose shard
+ * the group does not own there gets DKV_ERR_WRONG_GROUP, even right after a
+ * reconfiguration. A handler may answer WRONG_GROUP without logging anything
+ * when the replica's applied state does not serve the shard: nothing was
+ * applied, and the clerk retries elsewhere. SKV_FETCH answers from local
+ * state (the copy kept for the new owner, in the one shard encoding);
+ * SKV_GC logs a GC op and answers its result.
  *
- * Threads: connection threads (handlers), paxosrsm's applier (skv_apply), the
- * poller (migrate.c). s->mu guards all replica state and is never held across
+ * Threads: connection threads (handlers), paxosrsm's applier (replica.c), the
+ * poller (migrate.c). s->mu guards the replica state and is never held across
  * an RPC or paxosrsm call. Kill: mark dead, shut the migration pool down, kill
  * paxosrsm (waiting handlers return KILLED), kill the listener, join the poller.
  */
@@ -23,214 +26,28 @@
 
 #include "skv_internal.h"
 
-int shardkv_key2shard(const char *key)
-{
-	if (key == NULL || key[0] == '\0')
-		return 0;
-	return (int)((unsigned char)key[0] % SHARDMASTER_NSHARDS);
-}
-
-/* ---------------------------------------------------------------- helpers */
-
-void skv_config_destroy(skv_config *c)
-{
-	xdr_free((xdrproc_t)xdr_skv_config, (char *)c);
-	memset(c, 0, sizeof *c);
-}
-
-const skv_group *skv_config_group(const skv_config *c, int64_t gid)
-{
-	for (u_int i = 0; i < c->groups.groups_len; i++)
-		if (c->groups.groups_val[i].gid == gid)
-			return &c->groups.groups_val[i];
-	return NULL;
-}
-
-uint64_t skv_new_nonce(shardkv_server *s)
-{
-	pthread_mutex_lock(&s->mu);
-	uint64_t n = dkv_rng_next(&s->rng) | 1u;
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}
-
-int skv_submit(shardkv_server *s, const skv_op *op, unsigned wait_ms)
-{
-	unsigned long sz = xdr_sizeof((xdrproc_t)xdr_skv_op, (void *)op);
-	char *buf = dkv_malloc(sz ? sz : 1);
-	if (buf == NULL)
-		return DKV_ERR_NOMEM;
-	XDR x;
-	xdrmem_create(&x, buf, (u_int)sz, XDR_ENCODE);
-	bool ok = xdr_skv_op(&x, (skv_op *)op);
-	size_t len = xdr_getpos(&x);
-	xdr_destroy(&x);
-	if (!ok) {
-		free(buf);
-		return DKV_ERR_INVAL;
-	}
-	int rc = paxosrsm_add_op_timeout(s->rsm, buf, len, wait_ms);
-	free(buf);
-	return rc;
-}
-
-/* Waiters: registered before the op is submitted, filled by apply. mu held. */
-static skv_waiter *waiter_find_locked(shardkv_server *s, uint64_t nonce)
-{
-	for (skv_waiter *w = s->waiters; w != NULL; w = w->next)
-		if (w->nonce == nonce)
-			return w;
-	return NULL;
-}
-
-static void waiter_unlink_locked(shardkv_server *s, skv_waiter *w)
-{
-	for (skv_waiter **pp = &s->waiters; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == w) {
-			*pp = w->next;
-			return;
-		}
-}
-
-/* ---------------------------------------------------------------- apply */
-
-/* A client op at its point in the log. mu held. */
-static void apply_kv_locked(shardkv_server *s, skv_op_kind kind, const skv_kv_op *op)
-{
-	int err = DKV_OK;
-	char *value = NULL;
-	const char *key = op->key ? op->key : "";
-	int shard = shardkv_key2shard(key);
-	skv_shard *sh = s->shards[shard];
-	if (s->state[shard] != SKV_SHARD_SERVING || sh == NULL) {
-		err = DKV_ERR_WRONG_GROUP;
-	} else if (kind == SKV_OP_GET) {
-		const skv_entry *e = skv_map_get(&sh->kv, key);
-		value = e ? dkv_memdup(e->val, e->vlen + 1) : dkv_strdup("");
-		if (value == NULL)
-			err = DKV_ERR_NOMEM;
-	} else if (skv_dups_get(&sh->dups, op->cid) >= op->seq) {
-		err = DKV_OK; /* applied before: at most once */
-	} else {
-		const char *v = op->value ? op->value : "";
-		size_t vlen = strlen(v);
-		const skv_entry *e = skv_map_get(&sh->kv, key);
-		bool append = kind == SKV_OP_APPEND;
-		if ((append && e != NULL ? e->vlen : 0) + vlen > DKV_VALUE_MAX)
-			err = DKV_ERR_INVAL;
-		else
-			err = skv_map_put(&sh->kv, key, v, vlen, append);
-		if (err == DKV_OK)
-			err = skv_dups_set(&sh->dups, op->cid, op->seq);
-		/* NOMEM here would make replicas diverge; the process is then in trouble anyway. */
-		if (err == DKV_ERR_NOMEM)
-			DKV_ERROR("shardkv %s: out of memory applying an op", s->name);
-	}
-	skv_waiter *w = waiter_find_locked(s, op->nonce);
-	if (w != NULL && !w->done) {
-		w->done = true;
-		w->err = err;
-		w->value = value;
-		value = NULL;
-	}
-	free(value);
-}
-
-static void skv_apply(void *ctx, const void *opbuf, size_t len)
-{
-	shardkv_server *s = ctx;
-	skv_op op;
-	memset(&op, 0, sizeof op);
-	XDR x;
-	xdrmem_create(&x, (char *)opbuf, (u_int)len, XDR_DECODE);
-	bool ok = xdr_skv_op(&x, &op);
-	xdr_destroy(&x);
-	if (!ok) {
-		DKV_WARN("shardkv %s: undecodable log op (%zu bytes) skipped", s->name, len);
-		xdr_free((xdrproc_t)xdr_skv_op, (char *)&op);
-		return;
-	}
-	pthread_mutex_lock(&s->mu);
-	s->stats_applied++;
-	switch (op.kind) {
-	case SKV_OP_GET:
-	case SKV_OP_PUT:
-	case SKV_OP_APPEND:
-		apply_kv_locked(s, op.kind, &op.skv_op_u.kv);
-		break;
-	case SKV_OP_RECONFIG:
-		skv_apply_reconfig(s, &op.skv_op_u.config);
-		break;
-	case SKV_OP_INSTALL:
-		skv_apply_install(s, &op.skv_op_u.install);
-		break;
-	case SKV_OP_GC:
-		skv_apply_gc(s, &op.skv_op_u.ref);
-		break;
-	case SKV_OP_GC_ACK:
-		skv_apply_gc_ack(s, &op.skv_op_u.ref);
-		break;
-	case SKV_OP_NOP:
-		break;
-	}
-	pthread_mutex_unlock(&s->mu);
-	xdr_free((xdrproc_t)xdr_skv_op, (char *)&op);
-}
-
 /* ---------------------------------------------------------------- client RPCs */
 
-/*
- * Log a client op and wait for its result. Returns the op's dkv_err; for a Get
- * on DKV_OK, *value is the malloc'ed value.
- */
-static int run_client_op(shardkv_server *s, skv_op_kind kind, const char *key, const char *value,
-                         uint64_t cid, uint64_t seq, int cfgnum, unsigned wait_ms, char **out)
+/* wait_of: the server-side wait the clerk asked for, bounded. */
+static unsigned wait_of(unsigned wait_ms)
+{
+	return wait_ms == 0 || wait_ms > 4 * SKV_WAIT_MS ? SKV_WAIT_MS : wait_ms;
+}
+
+/* precheck: DKV_OK when this replica serves key's shard now (kicks the poller
+ * when the clerk knows a newer configuration). */
+static int precheck(shardkv_server *s, const char *key, int cfgnum)
 {
 	int shard = shardkv_key2shard(key);
-	skv_waiter w;
-	memset(&w, 0, sizeof w);
-
 	pthread_mutex_lock(&s->mu);
-	if (s->dead) {
-		pthread_mutex_unlock(&s->mu);
-		return DKV_ERR_KILLED;
-	}
-	if (cfgnum > s->cfg.num)
+	int rc = DKV_OK;
+	if (s->dead)
+		rc = DKV_ERR_KILLED;
+	else if (s->st.state[shard] != SKV_SHARD_SERVING)
+		rc = DKV_ERR_WRONG_GROUP; /* not ours at this replica's point of the log */
+	if (cfgnum > s->st.cfg.num)
 		skv_kick_locked(s);
-	if (s->state[shard] != SKV_SHARD_SERVING) {
-		/* Not ours at this replica's point of the log: nothing is applied. */
-		pthread_mutex_unlock(&s->mu);
-		return DKV_ERR_WRONG_GROUP;
-	}
-	w.nonce = dkv_rng_next(&s->rng) | 1u;
-	w.next = s->waiters;
-	s->waiters = &w;
 	pthread_mutex_unlock(&s->mu);
-
-	skv_op op;
-	memset(&op, 0, sizeof op);
-	op.kind = kind;
-	op.skv_op_u.kv.cid = cid;
-	op.skv_op_u.kv.seq = seq;
-	op.skv_op_u.kv.nonce = w.nonce;
-	op.skv_op_u.kv.key = (char *)key;
-	op.skv_op_u.kv.value = (char *)(value ? value : "");
-	if (wait_ms == 0 || wait_ms > 4 * SKV_WAIT_MS)
-		wait_ms = SKV_WAIT_MS;
-	int rc = skv_submit(s, &op, wait_ms);
-
-	pthread_mutex_lock(&s->mu);
-	waiter_unlink_locked(s, &w);
-	pthread_mutex_unlock(&s->mu);
-	if (rc == DKV_OK && !w.done)
-		rc = DKV_ERR_TIMEOUT; /* cannot happen: add_op returns after apply */
-	if (rc == DKV_OK)
-		rc = w.err;
-	if (rc == DKV_OK && out != NULL) {
-		*out = w.value;
-		w.value = NULL;
-	}
-	free(w.value);
 	return rc;
 }
 
@@ -240,11 +57,20 @@ static void handle_get(void *inst, void *args, void *res)
 	skv_get_args *a = args;
 	skv_get_reply *r = res;
 	char *value = NULL;
-	if (a->key == NULL || strlen(a->key) > DKV_KEY_MAX)
+	if (a->key == NULL || strlen(a->key) > DKV_KEY_MAX) {
 		r->err = DKV_ERR_INVAL;
-	else
-		r->err = run_client_op(s, SKV_OP_GET, a->key, NULL, a->cid, a->seq, a->cfgnum,
-		                       a->wait_ms, &value);
+	} else if ((r->err = precheck(s, a->key, a->cfgnum)) == DKV_OK) {
+		skv_op op = { .kind = SKV_OP_GET };
+		op.skv_op_u.get.key = a->key;
+		int err = DKV_OK;
+		r->err = skv_submit(s, &op, wait_of(a->wait_ms), &err, &value);
+		if (r->err == DKV_OK)
+			r->err = err;
+	}
+	if (r->err != DKV_OK) {
+		free(value);
+		value = NULL;
+	}
 	r->value = value ? value : strdup("");
 }
 
@@ -254,11 +80,62 @@ static void handle_putappend(void *inst, void *args, void *res)
 	skv_putappend_args *a = args;
 	skv_putappend_reply *r = res;
 	if (a->key == NULL || a->value == NULL || strlen(a->key) > DKV_KEY_MAX ||
-	    strlen(a->value) > DKV_VALUE_MAX || a->cid == 0)
+	    strlen(a->value) > DKV_VALUE_MAX || a->session == 0 || a->seq == 0) {
 		r->err = DKV_ERR_INVAL;
-	else
-		r->err = run_client_op(s, a->append ? SKV_OP_APPEND : SKV_OP_PUT, a->key, a->value,
-		                       a->cid, a->seq, a->cfgnum, a->wait_ms, NULL);
+		return;
+	}
+	if ((r->err = precheck(s, a->key, a->cfgnum)) != DKV_OK)
+		return;
+	skv_op op = { .kind = a->append ? SKV_OP_APPEND : SKV_OP_PUT };
+	op.skv_op_u.put.session = a->session;
+	op.skv_op_u.put.seq = a->seq;
+	op.skv_op_u.put.key = a->key;
+	op.skv_op_u.put.value = a->value;
+	int err = DKV_OK;
+	r->err = skv_submit(s, &op, wait_of(a->wait_ms), &err, NULL);
+	if (r->err == DKV_OK)
+		r->err = err;
+}
+
+/* ---------------------------------------------------------------- migration RPCs */
+
+static void handle_fetch(void *inst, void *args, void *res)
+{
+	shardkv_server *s = inst;
+	skv_fetch_args *a = args;
+	skv_fetch_reply *r = res;
+	void *buf = NULL;
+	size_t len = 0;
+	pthread_mutex_lock(&s->mu);
+	if (s->dead) {
+		r->err = DKV_ERR_KILLED;
+	} else if (s->st.cfg.num < a->cfgnum) {
+		r->err = SKV_ERR_NOT_READY;
+		skv_kick_locked(s); /* someone is ahead of us: poll now */
+	} else {
+		skv_out *o = skv_out_find(&s->st, a->cfgnum, a->shard);
+		r->err = o == NULL ? SKV_ERR_NOT_READY : skv_shard_encode(o->data, &buf, &len);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (r->err == DKV_OK) {
+		r->data.data_val = buf; /* the layer frees it */
+		r->data.data_len = (u_int)len;
+	}
+}
+
+static void handle_gc(void *inst, void *args, void *res)
+{
+	shardkv_server *s = inst;
+	skv_gc_args *a = args;
+	skv_gc_reply *r = res;
+	skv_op op = { .kind = SKV_OP_GC };
+	op.skv_op_u.ref.cfgnum = a->cfgnum;
+	op.skv_op_u.ref.shard = a->shard;
+	unsigned wait = a->wait_ms == 0 || a->wait_ms > SKV_WAIT_MS ? SKV_WAIT_MS : a->wait_ms;
+	int err = DKV_OK;
+	r->err = skv_submit(s, &op, wait, &err, NULL);
+	if (r->err == DKV_OK)
+		r->err = err; /* NOT_READY when the GC came before our switch to cfgnum */
 }
 
 static const dkv_rpc_proc skv_procs[] = {
@@ -267,9 +144,9 @@ static const dkv_rpc_proc skv_procs[] = {
 	{ SKV_PUTAPPEND, (xdrproc_t)xdr_skv_putappend_args, sizeof(skv_putappend_args),
 	  (xdrproc_t)xdr_skv_putappend_reply, sizeof(skv_putappend_reply), handle_putappend },
 	{ SKV_FETCH, (xdrproc_t)xdr_skv_fetch_args, sizeof(skv_fetch_args),
-	  (xdrproc_t)xdr_skv_fetch_reply, sizeof(skv_fetch_reply), skv_handle_fetch },
+	  (xdrproc_t)xdr_skv_fetch_reply, sizeof(skv_fetch_reply), handle_fetch },
 	{ SKV_GC, (xdrproc_t)xdr_skv_gc_args, sizeof(skv_gc_args),
-	  (xdrproc_t)xdr_skv_gc_reply, sizeof(skv_gc_reply), skv_handle_gc },
+	  (xdrproc_t)xdr_skv_gc_reply, sizeof(skv_gc_reply), handle_gc },
 };
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -291,24 +168,7 @@ static void release(shardkv_server *s)
 	dkv_rpc_server_free(s->srv);
 	dkv_rpc_pool_free(s->pool);
 	shardmaster_clerk_free(s->smck);
-	for (int i = 0; i < SHARDMASTER_NSHARDS; i++)
-		skv_shard_free(s->shards[i]);
-	while (s->outs != NULL) {
-		skv_out *o = s->outs;
-		s->outs = o->next;
-		skv_shard_free(o->data);
-		free(o);
-	}
-	while (s->gcs != NULL) {
-		skv_gcpend *g = s->gcs;
-		s->gcs = g->next;
-		for (int i = 0; i < g->nservers; i++)
-			free(g->servers[i]);
-		free(g->servers);
-		free(g);
-	}
-	skv_config_destroy(&s->cfg);
-	skv_config_destroy(&s->prev);
+	skv_state_destroy(&s->st);
 	pthread_cond_destroy(&s->tick_cv);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->kill_mu);
@@ -318,6 +178,20 @@ static void release(shardkv_server *s)
 shardkv_server *shardkv_server_start(int64_t gid, const char *const *shardmasters, int nsm,
                                      const char *const *servers, int n, int me)
 {
+	return shardkv_server_start_opts(gid, shardmasters, nsm, servers, n, me, NULL);
+}
+
+/* Restart in memory mode (opts->restart): paxosrsm rejoins without voting and
+ * catches up from a peer's snapshot (which carries the shards with their
+ * session tables). A data directory is not supported yet: ENOTSUP. */
+shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardmasters, int nsm,
+                                          const char *const *servers, int n, int me,
+                                          const dkv_server_opts *opts)
+{
+	if (opts != NULL && opts->dir != NULL && opts->dir[0] != '\0') {
+		errno = ENOTSUP;
+		return NULL;
+	}
 	if (gid <= 0 || !names_ok(shardmasters, nsm) || !names_ok(servers, n) || me < 0 || me >= n) {
 		errno = EINVAL;
 		return NULL;
@@ -339,6 +213,7 @@ shardkv_server *shardkv_server_start(int64_t gid, const char *const *shardmaster
 		return NULL;
 	}
 	s->gid = gid;
+	skv_state_init(&s->st, gid);
 	s->me = me;
 	snprintf(s->name, sizeof s->name, "%s", servers[me]);
 	dkv_rng_seed(&s->rng, dkv_random_seed());
@@ -357,7 +232,7 @@ shardkv_server *shardkv_server_start(int64_t gid, const char *const *shardmaster
 	}
 	/* The poller must never block for long on the shard master (kill joins it). */
 	shardmaster_clerk_set_timeout(s->smck, 1000);
-	s->rsm = paxosrsm_make(servers, n, me, s->srv, skv_apply, s);
+	s->rsm = paxosrsm_start(servers, n, me, s->srv, &skv_machine, s, opts);
 	if (s->rsm == NULL) {
 		err = errno ? errno : ENOMEM;
 		goto fail;
@@ -427,16 +302,4 @@ void shardkv_server_set_unreliable(shardkv_server *s, bool on)
 paxos *shardkv_server_paxos(shardkv_server *s)
 {
 	return s ? paxosrsm_paxos(s->rsm) : NULL;
-}
-
-/* Interim: dir and restart land with the durability and replication-core work. */
-shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardmasters, int nsm,
-                                          const char *const *servers, int n, int me,
-                                          const dkv_server_opts *opts)
-{
-	if (!dkv_opts_plain(opts)) {
-		errno = ENOTSUP;
-		return NULL;
-	}
-	return shardkv_server_start(gid, shardmasters, nsm, servers, n, me);
 }

@@ -1,13 +1,20 @@
 /*
  * shardkv/skv_internal.h — what the files of libshardkv share (never installed).
  *
- *   store.c    a shard's data: a string map (key -> value) and an at-most-once
- *              table (client id -> last applied seq), and their wire form.
- *   server.c   the replica: lifecycle, client RPCs, the apply callback, the
- *              table of handlers waiting for their op's result.
- *   migrate.c  reconfiguration: the poller thread (shard master, pulls, GC),
- *              the migration RPCs and the apply steps of RECONFIG, INSTALL, GC.
- *   clerk.c    the client library.
+ * Files, each depending only on the ones above it (no circle):
+ *   store.c    one shard: a string map (uthash) and its session table
+ *              (src/session.h), and the one encoding of a shard (snapshots and
+ *              shard transfer alike). Pure.
+ *   machine.c  the replicated state machine of a group replica: apply one
+ *              agreed op, snapshot, restore; the state (configuration, shards,
+ *              shards kept for their new owner, pending GCs). Pure.
+ *   replica.c  the replica object around the machine: the engine callbacks
+ *              (machine under the replica's lock), submitting an op and reading
+ *              its result, waking the poller.
+ *   migrate.c  the poller thread: next configuration, shard pulls (through the
+ *              call helper, src/call.h), GC of old copies. Submits ops.
+ *   server.c   the RPC handlers (client and migration) and the lifecycle.
+ *   clerk.c    the client library (shard master for routing and session ids).
  */
 #ifndef SKV_INTERNAL_H
 #define SKV_INTERNAL_H
@@ -20,68 +27,56 @@
 #include "dkv/shardkv.h"
 #include "dkv/shardmaster.h"
 #include "dkv_internal.h"
+#include "session.h"
 #include "skv_prot.h"
 
 /* ---------------------------------------------------------------- store.c */
 
-typedef struct skv_entry {
-	char *key;
-	char *val;      /* NUL-terminated, vlen bytes, vcap bytes allocated */
-	size_t vlen;
-	size_t vcap;
-	uint64_t hash;
-	struct skv_entry *next;
-} skv_entry;
+/*
+ * Sessions remembered per shard. The table is bounded (src/session.h): a
+ * session beyond it evicts the least recently used one; a later op of that
+ * session gets DKV_ERR_EXPIRED. Tests may lower it (before starting servers;
+ * every replica of a run must use the same value).
+ */
+#define SKV_SESSIONS_PER_SHARD 4096u
+extern size_t skv_sessions_cap;
 
-/* A string map; all strings owned by the map. Zero-initialised = empty. */
-typedef struct {
-	skv_entry **buckets;
-	size_t nbuckets;
-	size_t count;
-} skv_map;
-
-/* An at-most-once table: open addressing over cids (cid 0 marks a free slot;
- * clerks never use 0). Zero-initialised = empty. */
-typedef struct {
-	skv_dup *slots;
-	size_t cap;
-	size_t count;
-} skv_dups;
+typedef struct skv_entry skv_entry; /* one key (uthash) */
 
 /* One shard's state at a replica. */
 typedef struct {
-	skv_map kv;
-	skv_dups dups;
+	skv_entry *kv;      /* uthash head */
+	size_t nkeys;
+	dkv_sessions *sess; /* never NULL */
 } skv_shard;
 
 skv_shard *skv_shard_new(void); /* NULL on NOMEM */
 void skv_shard_free(skv_shard *sh); /* NULL-safe */
 
-/* skv_map_get: the entry for key, or NULL. Borrowed. */
-skv_entry *skv_map_get(const skv_map *m, const char *key);
-/* skv_map_put: set (append == false) or append. Key and value are copied.
- * DKV_OK, DKV_ERR_NOMEM (the map is unchanged). */
-int skv_map_put(skv_map *m, const char *key, const char *val, size_t vlen, bool append);
-/* skv_map_take: insert taking ownership of malloc'ed key and val (vlen bytes +
- * NUL). On DKV_ERR_NOMEM they are freed. A key already present is replaced. */
-int skv_map_take(skv_map *m, char *key, char *val, size_t vlen);
-void skv_map_destroy(skv_map *m);
+/* skv_shard_get: the value of key (borrowed, NUL-terminated; *len its length),
+ * or NULL. */
+const char *skv_shard_get(const skv_shard *sh, const char *key, size_t *len);
+/* skv_shard_put: set (append == false) or append; copies. DKV_OK,
+ * DKV_ERR_NOMEM (unchanged). */
+int skv_shard_put(skv_shard *sh, const char *key, const char *val, size_t vlen, bool append);
 
-uint64_t skv_dups_get(const skv_dups *d, uint64_t cid); /* 0 when unknown */
-int skv_dups_set(skv_dups *d, uint64_t cid, uint64_t seq); /* keeps the max */
-void skv_dups_destroy(skv_dups *d);
-
-/* skv_shard_export: fill `out` (zeroed) with fresh malloc'ed copies of the
- * shard's keys and duplicate table; release with xdr_free(xdr_skv_shard_data).
- * DKV_OK or DKV_ERR_NOMEM (then `out` holds nothing to free). */
-int skv_shard_export(const skv_shard *sh, int shard, skv_shard_data *out);
-/* skv_shard_import: a new shard from wire data; takes the strings out of `in`
- * (leaving NULLs, so xdr_free of `in` stays correct). NULL on NOMEM. */
-skv_shard *skv_shard_import(skv_shard_data *in);
+/* The one encoding of a shard (an XDR skv_shard_wire): encode into a fresh
+ * buffer (DKV_OK / DKV_ERR_NOMEM); decode into a new shard (DKV_OK,
+ * DKV_ERR_INVAL malformed, DKV_ERR_NOMEM). Canonical: keys sorted, so equal
+ * shards encode to equal bytes on every replica. */
+int skv_shard_encode(const skv_shard *sh, void **buf, size_t *len);
+int skv_shard_decode(const void *buf, size_t len, skv_shard **out);
 /* Rough bytes held (for logs and tests). */
 size_t skv_shard_bytes(const skv_shard *sh);
 
-/* ---------------------------------------------------------------- server.c */
+/* skv_xdr_encode: XDR-encode v into a fresh buffer of exactly its size.
+ * DKV_OK, DKV_ERR_NOMEM, DKV_ERR_INVAL (not encodable). */
+int skv_xdr_encode(xdrproc_t proc, void *v, void **buf, size_t *len);
+/* skv_xdr_decode: decode all `len` bytes into the zeroed *v. DKV_OK or
+ * DKV_ERR_INVAL (then *v holds nothing). */
+int skv_xdr_decode(xdrproc_t proc, const void *buf, size_t len, void *v, size_t vsize);
+
+/* ---------------------------------------------------------------- machine.c */
 
 /* Per shard, at the replica's current configuration. */
 typedef enum {
@@ -108,29 +103,52 @@ typedef struct skv_gcpend {
 	struct skv_gcpend *next;
 } skv_gcpend;
 
-/* A handler waiting for the result of its op (matched by nonce). */
-typedef struct skv_waiter {
-	uint64_t nonce;
-	bool done;
-	int err;
-	char *value; /* Get: malloc'ed result, handed to the reply */
-	struct skv_waiter *next;
-} skv_waiter;
-
-struct shardkv_server {
-	pthread_mutex_t mu;     /* guards every field down to `stats_*` */
-	pthread_cond_t tick_cv; /* the poller sleeps here: tick, kick, kill */
-	bool dead;
-	bool kick;              /* poll now (a client or group saw a newer config) */
+/* The replicated state of one replica of group `gid`. */
+typedef struct {
+	int64_t gid;
 	skv_config cfg;         /* the configuration applied last (num 0: none) */
 	skv_config prev;        /* the one before it (where PULLING shards come from) */
 	skv_shard_state state[SHARDMASTER_NSHARDS];
 	skv_shard *shards[SHARDMASTER_NSHARDS]; /* non-NULL iff SERVING */
 	skv_out *outs;          /* shards left behind, until GC */
 	skv_gcpend *gcs;        /* shards installed, old owner not yet told */
-	skv_waiter *waiters;
-	dkv_rng rng;
-	unsigned long stats_applied;
+	unsigned long applied;  /* ops applied (not replicated: stats) */
+	unsigned long changes;  /* bumped by every op the poller must react to */
+} skv_state;
+
+void skv_state_init(skv_state *st, int64_t gid);
+void skv_state_destroy(skv_state *st);
+
+/*
+ * skv_machine_apply: one agreed op (XDR skv_op). *res: a malloc'ed XDR
+ * skv_result (err: DKV_OK, DKV_ERR_WRONG_GROUP, DKV_ERR_INVAL, DKV_ERR_EXPIRED
+ * for a Put/Append; SKV_ERR_NOT_READY for a GC that came too early; value: a
+ * Get's). DKV_OK, or DKV_ERR_NOMEM: the engine stops the replica (its state
+ * must not be used any more).
+ * skv_machine_snapshot / skv_machine_restore: the whole state as XDR
+ * skv_snapshot bytes. restore: DKV_OK, DKV_ERR_INVAL, DKV_ERR_NOMEM (state
+ * unchanged on error).
+ */
+int skv_machine_apply(skv_state *st, const void *op, size_t len, void **res, size_t *res_len);
+int skv_machine_snapshot(const skv_state *st, void **buf, size_t *len);
+int skv_machine_restore(skv_state *st, const void *buf, size_t len);
+
+/* skv_out_find: the copy of `shard` left at cfgnum, or NULL. */
+skv_out *skv_out_find(const skv_state *st, int cfgnum, int shard);
+const skv_group *skv_config_group(const skv_config *c, int64_t gid);
+void skv_config_destroy(skv_config *c); /* xdr_free; leaves a zeroed config */
+/* skv_sessions_held: sessions over the shards this replica holds (serving
+ * and kept for a new owner), for tests. */
+size_t skv_sessions_held(const skv_state *st);
+
+/* ---------------------------------------------------------------- replica.c */
+
+struct shardkv_server {
+	pthread_mutex_t mu;     /* guards `st`, `dead`, `kick` */
+	pthread_cond_t tick_cv; /* the poller sleeps here: tick, kick, kill */
+	bool dead;
+	bool kick;              /* poll now (a client or group saw a newer config) */
+	skv_state st;
 
 	/* Immutable after start (pointers; the objects have their own locks). */
 	int64_t gid;
@@ -143,38 +161,31 @@ struct shardkv_server {
 	pthread_t poller;
 	bool poller_started;
 	uint64_t last_sync_ms;       /* poller thread only: last NOP it logged */
+	dkv_rng rng;                 /* poller thread only */
 	pthread_mutex_t kill_mu;     /* serialises kill; guards `killed` */
 	bool killed;
 };
 
+/* The engine's view of the machine (callbacks take s->mu). */
+extern const paxosrsm_sm skv_machine;
+
 /* How long a handler waits for agreement when the client names no bound. */
 #define SKV_WAIT_MS 3000u
 
-/* skv_submit: encode `op`, add it to the log, wait. DKV_OK once applied here;
- * DKV_ERR_TIMEOUT / DKV_ERR_KILLED / DKV_ERR_NOMEM otherwise. */
-int skv_submit(shardkv_server *s, const skv_op *op, unsigned wait_ms);
-uint64_t skv_new_nonce(shardkv_server *s);
+/*
+ * skv_submit: encode `op`, submit it (no session: shardkv keeps its own, per
+ * shard), wait until applied here. DKV_OK with the op's result err in *err
+ * and, if value is not NULL, its value (malloc'ed) in *value; otherwise the
+ * engine's error (TIMEOUT, KILLED, NOMEM, INVAL).
+ */
+int skv_submit(shardkv_server *s, const skv_op *op, unsigned wait_ms, int *err, char **value);
 
-/* Config helpers. */
-void skv_config_destroy(skv_config *c); /* xdr_free; leaves a zeroed config */
-const skv_group *skv_config_group(const skv_config *c, int64_t gid);
+/* skv_kick_locked: wake the poller now (s->mu held). */
+void skv_kick_locked(shardkv_server *s);
 
 /* ---------------------------------------------------------------- migrate.c */
 
-/* Apply steps, called from the apply callback with s->mu held. The op is
- * borrowed; a step may steal pointers out of it (setting them to NULL). */
-void skv_apply_reconfig(shardkv_server *s, skv_config *cfg);
-void skv_apply_install(shardkv_server *s, skv_install_op *in);
-void skv_apply_gc(shardkv_server *s, const skv_shard_ref *ref);
-void skv_apply_gc_ack(shardkv_server *s, const skv_shard_ref *ref);
-
-/* RPC handlers (registered by server.c). */
-void skv_handle_fetch(void *inst, void *args, void *res);
-void skv_handle_gc(void *inst, void *args, void *res);
-
 /* The poller thread. */
 void *skv_poller_main(void *arg);
-/* skv_kick_locked: wake the poller now (s->mu held). */
-void skv_kick_locked(shardkv_server *s);
 
 #endif /* SKV_INTERNAL_H */

@@ -1,19 +1,22 @@
 /*
- * shardkv/store.c — one shard's data at a replica, and its wire form.
+ * shardkv/store.c — one shard's data at a replica, and its one encoding.
  *
- * A shard is a string map (key -> value) plus an at-most-once table
- * (client id -> highest seq applied). The two travel together when the shard
- * moves, so a Put or Append retried at the new owner is recognised there.
+ * A shard is a string map (key -> value, uthash: the project's one hash map)
+ * plus its session table (src/session.h: per client session the last Put or
+ * Append applied and its result, bounded, expiring the least recently used).
+ * The two travel together when the shard moves, so a Put or Append retried at
+ * the new owner is recognised there, and memory stays bounded however many
+ * clerks come and go.
  *
- * The map is a chained hash table (FNV-1a) that doubles when its load passes
- * 1; values keep a capacity so that a long run of Appends to one key costs
- * amortised O(appended bytes), not O(value) each. The at-most-once table is
- * open addressing on the client id (cid 0 marks a free slot: clerks draw
- * non-zero ids) and holds one entry per client that ever wrote the shard,
- * i.e. it is bounded by the number of clients.
+ * Values keep a capacity, so a long run of Appends to one key costs amortised
+ * O(appended bytes), not O(value) each.
  *
- * Nothing here locks: a shard belongs to one replica and is touched under that
- * replica's mutex (or, once moved out, only by its owner list).
+ * The encoding (an XDR skv_shard_wire: keys sorted, then the session table's
+ * own canonical bytes) is used for snapshots and for shard transfer alike:
+ * equal shards give equal bytes on every replica.
+ *
+ * Nothing here locks: a shard belongs to one replica state and is touched
+ * under that replica's mutex. Pure: no clock, no randomness.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -21,79 +24,100 @@
 
 #include "skv_internal.h"
 
-static uint64_t hash_str(const char *s)
+/* uthash through the injectable allocator; an allocation failure in its
+ * bucket table is reported (not fatal) and the add is rolled back. */
+#define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) dkv_malloc(sz)
+#define uthash_free(ptr, sz) free(ptr)
+#define uthash_nonfatal_oom(obj) (skv_oom = 1)
+#include <uthash.h>
+
+static _Thread_local int skv_oom;
+
+size_t skv_sessions_cap = SKV_SESSIONS_PER_SHARD;
+
+struct skv_entry {
+	char *key;
+	char *val;      /* NUL-terminated, vlen bytes, vcap bytes allocated */
+	size_t vlen;
+	size_t vcap;
+	UT_hash_handle hh;
+};
+
+skv_shard *skv_shard_new(void)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ull;
+	skv_shard *sh = dkv_calloc(1, sizeof *sh);
+	if (sh == NULL)
+		return NULL;
+	sh->sess = dkv_sessions_new(skv_sessions_cap);
+	if (sh->sess == NULL) {
+		free(sh);
+		return NULL;
 	}
-	return h;
+	return sh;
 }
 
-static uint64_t hash_u64(uint64_t x)
+void skv_shard_free(skv_shard *sh)
 {
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	return x;
-}
-
-/* ---------------------------------------------------------------- map */
-
-static int map_grow(skv_map *m)
-{
-	size_t nb = m->nbuckets ? m->nbuckets * 2 : 16;
-	skv_entry **b = dkv_calloc(nb, sizeof *b);
-	if (b == NULL)
-		return DKV_ERR_NOMEM;
-	for (size_t i = 0; i < m->nbuckets; i++) {
-		skv_entry *e = m->buckets[i];
-		while (e != NULL) {
-			skv_entry *next = e->next;
-			size_t j = (size_t)(e->hash & (nb - 1));
-			e->next = b[j];
-			b[j] = e;
-			e = next;
-		}
+	if (sh == NULL)
+		return;
+	skv_entry *e, *tmp;
+	HASH_ITER(hh, sh->kv, e, tmp) {
+		HASH_DEL(sh->kv, e);
+		free(e->key);
+		free(e->val);
+		free(e);
 	}
-	free(m->buckets);
-	m->buckets = b;
-	m->nbuckets = nb;
-	return DKV_OK;
+	dkv_sessions_free(sh->sess);
+	free(sh);
 }
 
-skv_entry *skv_map_get(const skv_map *m, const char *key)
+static skv_entry *find(const skv_shard *sh, const char *key)
 {
-	if (m->nbuckets == 0)
-		return NULL;
-	uint64_t h = hash_str(key);
-	for (skv_entry *e = m->buckets[h & (m->nbuckets - 1)]; e != NULL; e = e->next)
-		if (e->hash == h && strcmp(e->key, key) == 0)
-			return e;
-	return NULL;
-}
-
-/* A new entry for key (not present), linked in. Takes key. */
-static skv_entry *map_insert(skv_map *m, char *key)
-{
-	if (m->count >= m->nbuckets && map_grow(m) != DKV_OK)
-		return NULL;
-	skv_entry *e = dkv_calloc(1, sizeof *e);
-	if (e == NULL)
-		return NULL;
-	e->key = key;
-	e->hash = hash_str(key);
-	size_t j = (size_t)(e->hash & (m->nbuckets - 1));
-	e->next = m->buckets[j];
-	m->buckets[j] = e;
-	m->count++;
+	skv_entry *e = NULL;
+	HASH_FIND_STR(sh->kv, key, e);
 	return e;
 }
 
-int skv_map_put(skv_map *m, const char *key, const char *val, size_t vlen, bool append)
+const char *skv_shard_get(const skv_shard *sh, const char *key, size_t *len)
 {
-	skv_entry *e = skv_map_get(m, key);
+	const skv_entry *e = find(sh, key);
+	if (e == NULL)
+		return NULL;
+	if (len != NULL)
+		*len = e->vlen;
+	return e->val;
+}
+
+/* insert: a new entry taking malloc'ed key and val. DKV_OK, or DKV_ERR_NOMEM
+ * with both freed and the map unchanged. */
+static int insert(skv_shard *sh, char *key, char *val, size_t vlen)
+{
+	skv_entry *e = dkv_calloc(1, sizeof *e);
+	if (e == NULL) {
+		free(key);
+		free(val);
+		return DKV_ERR_NOMEM;
+	}
+	e->key = key;
+	e->val = val;
+	e->vlen = vlen;
+	e->vcap = vlen + 1;
+	skv_oom = 0;
+	HASH_ADD_KEYPTR(hh, sh->kv, e->key, strlen(e->key), e);
+	if (skv_oom) {
+		free(key);
+		free(val);
+		free(e);
+		return DKV_ERR_NOMEM;
+	}
+	sh->nkeys++;
+	return DKV_OK;
+}
+
+int skv_shard_put(skv_shard *sh, const char *key, const char *val, size_t vlen, bool append)
+{
+	skv_entry *e = find(sh, key);
 	if (e == NULL) {
 		char *k = dkv_strdup(key);
 		char *v = dkv_malloc(vlen + 1);
@@ -104,7 +128,7 @@ int skv_map_put(skv_map *m, const char *key, const char *val, size_t vlen, bool 
 		}
 		memcpy(v, val, vlen);
 		v[vlen] = '\0';
-		return skv_map_take(m, k, v, vlen);
+		return insert(sh, k, v, vlen);
 	}
 	size_t need = (append ? e->vlen : 0) + vlen + 1;
 	if (need > e->vcap) {
@@ -129,179 +153,136 @@ int skv_map_put(skv_map *m, const char *key, const char *val, size_t vlen, bool 
 	return DKV_OK;
 }
 
-int skv_map_take(skv_map *m, char *key, char *val, size_t vlen)
+/* ---------------------------------------------------------------- XDR */
+
+int skv_xdr_encode(xdrproc_t proc, void *v, void **buf, size_t *len)
 {
-	skv_entry *e = skv_map_get(m, key);
-	if (e != NULL) {
-		free(key);
-		free(e->val);
-	} else {
-		e = map_insert(m, key);
-		if (e == NULL) {
-			free(key);
-			free(val);
+	*buf = NULL;
+	*len = 0;
+	unsigned long n = xdr_sizeof(proc, v);
+	if (n == 0)
+		return DKV_ERR_INVAL;
+	char *b = dkv_malloc(n);
+	if (b == NULL)
+		return DKV_ERR_NOMEM;
+	XDR x;
+	xdrmem_create(&x, b, (u_int)n, XDR_ENCODE);
+	bool ok = proc(&x, v);
+	xdr_destroy(&x);
+	if (!ok) {
+		free(b);
+		return DKV_ERR_INVAL;
+	}
+	*buf = b;
+	*len = n;
+	return DKV_OK;
+}
+
+int skv_xdr_decode(xdrproc_t proc, const void *buf, size_t len, void *v, size_t vsize)
+{
+	memset(v, 0, vsize);
+	if (buf == NULL && len > 0)
+		return DKV_ERR_INVAL;
+	XDR x;
+	xdrmem_create(&x, (char *)buf, (u_int)len, XDR_DECODE);
+	bool ok = proc(&x, v) && xdr_getpos(&x) == len;
+	xdr_destroy(&x);
+	if (!ok) {
+		xdr_free(proc, (char *)v);
+		memset(v, 0, vsize);
+		return DKV_ERR_INVAL;
+	}
+	return DKV_OK;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+static int by_key(const void *a, const void *b)
+{
+	const skv_kv *x = a, *y = b;
+	return strcmp(x->key, y->key);
+}
+
+int skv_shard_encode(const skv_shard *sh, void **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	skv_shard_wire w;
+	memset(&w, 0, sizeof w);
+	int rc = DKV_OK;
+	void *sb = NULL;
+	size_t slen = 0;
+	if (sh->nkeys > 0) {
+		/* Borrowed pointers: the wire struct is only encoded, never freed deep. */
+		w.kvs.kvs_val = dkv_calloc(sh->nkeys, sizeof(skv_kv));
+		if (w.kvs.kvs_val == NULL)
 			return DKV_ERR_NOMEM;
+		skv_entry *e, *tmp;
+		HASH_ITER(hh, sh->kv, e, tmp) {
+			skv_kv *kv = &w.kvs.kvs_val[w.kvs.kvs_len++];
+			kv->key = e->key;
+			kv->value = e->val;
 		}
+		qsort(w.kvs.kvs_val, w.kvs.kvs_len, sizeof(skv_kv), by_key);
 	}
-	e->val = val;
-	e->vlen = vlen;
-	e->vcap = vlen + 1;
-	return DKV_OK;
+	rc = dkv_sessions_encode(sh->sess, &sb, &slen);
+	if (rc == DKV_OK) {
+		w.sessions.sessions_val = sb;
+		w.sessions.sessions_len = (u_int)slen;
+		rc = skv_xdr_encode((xdrproc_t)xdr_skv_shard_wire, &w, buf, len);
+		if (rc == DKV_ERR_INVAL)
+			rc = DKV_ERR_NOMEM;
+	}
+	free(sb);
+	free(w.kvs.kvs_val);
+	return rc;
 }
 
-void skv_map_destroy(skv_map *m)
+int skv_shard_decode(const void *buf, size_t len, skv_shard **out)
 {
-	for (size_t i = 0; i < m->nbuckets; i++) {
-		skv_entry *e = m->buckets[i];
-		while (e != NULL) {
-			skv_entry *next = e->next;
-			free(e->key);
-			free(e->val);
-			free(e);
-			e = next;
+	*out = NULL;
+	skv_shard_wire w;
+	if (skv_xdr_decode((xdrproc_t)xdr_skv_shard_wire, buf, len, &w, sizeof w) != DKV_OK)
+		return DKV_ERR_INVAL;
+	int rc = DKV_OK;
+	skv_shard *sh = dkv_calloc(1, sizeof *sh);
+	if (sh == NULL) {
+		rc = DKV_ERR_NOMEM;
+		goto out;
+	}
+	errno = 0;
+	sh->sess = dkv_sessions_decode(w.sessions.sessions_val, w.sessions.sessions_len,
+	                               skv_sessions_cap);
+	if (sh->sess == NULL) {
+		rc = errno == ENOMEM ? DKV_ERR_NOMEM : DKV_ERR_INVAL;
+		goto out;
+	}
+	for (u_int i = 0; i < w.kvs.kvs_len && rc == DKV_OK; i++) {
+		skv_kv *kv = &w.kvs.kvs_val[i];
+		if (kv->key == NULL || kv->value == NULL || find(sh, kv->key) != NULL) {
+			rc = DKV_ERR_INVAL;
+			break;
 		}
+		size_t vlen = strlen(kv->value);
+		char *k = kv->key, *v = kv->value;
+		kv->key = kv->value = NULL; /* taken */
+		rc = insert(sh, k, v, vlen);
 	}
-	free(m->buckets);
-	memset(m, 0, sizeof *m);
-}
-
-/* ---------------------------------------------------------------- dups */
-
-static skv_dup *dups_slot(const skv_dups *d, uint64_t cid)
-{
-	size_t i = (size_t)(hash_u64(cid) & (d->cap - 1));
-	for (;;) {
-		skv_dup *sl = &d->slots[i];
-		if (sl->cid == cid || sl->cid == 0)
-			return sl;
-		i = (i + 1) & (d->cap - 1);
+out:
+	xdr_free((xdrproc_t)xdr_skv_shard_wire, (char *)&w);
+	if (rc != DKV_OK) {
+		skv_shard_free(sh);
+		return rc;
 	}
-}
-
-uint64_t skv_dups_get(const skv_dups *d, uint64_t cid)
-{
-	if (d->cap == 0 || cid == 0)
-		return 0;
-	skv_dup *sl = dups_slot(d, cid);
-	return sl->cid == cid ? sl->seq : 0;
-}
-
-int skv_dups_set(skv_dups *d, uint64_t cid, uint64_t seq)
-{
-	if (cid == 0)
-		return DKV_OK;
-	if (2 * (d->count + 1) > d->cap) {
-		size_t ncap = d->cap ? d->cap * 2 : 8;
-		skv_dup *ns = dkv_calloc(ncap, sizeof *ns);
-		if (ns == NULL)
-			return DKV_ERR_NOMEM;
-		skv_dups nd = { ns, ncap, 0 };
-		for (size_t i = 0; i < d->cap; i++)
-			if (d->slots[i].cid != 0) {
-				*dups_slot(&nd, d->slots[i].cid) = d->slots[i];
-				nd.count++;
-			}
-		free(d->slots);
-		*d = nd;
-	}
-	skv_dup *sl = dups_slot(d, cid);
-	if (sl->cid == 0) {
-		sl->cid = cid;
-		sl->seq = seq;
-		d->count++;
-	} else if (seq > sl->seq) {
-		sl->seq = seq;
-	}
+	*out = sh;
 	return DKV_OK;
-}
-
-void skv_dups_destroy(skv_dups *d)
-{
-	free(d->slots);
-	memset(d, 0, sizeof *d);
-}
-
-/* ---------------------------------------------------------------- shard */
-
-skv_shard *skv_shard_new(void)
-{
-	return dkv_calloc(1, sizeof(skv_shard));
-}
-
-void skv_shard_free(skv_shard *sh)
-{
-	if (sh == NULL)
-		return;
-	skv_map_destroy(&sh->kv);
-	skv_dups_destroy(&sh->dups);
-	free(sh);
-}
-
-int skv_shard_export(const skv_shard *sh, int shard, skv_shard_data *out)
-{
-	memset(out, 0, sizeof *out);
-	out->shard = shard;
-	if (sh->kv.count > 0) {
-		out->kvs.kvs_val = dkv_calloc(sh->kv.count, sizeof(skv_kv));
-		if (out->kvs.kvs_val == NULL)
-			goto nomem;
-		for (size_t i = 0; i < sh->kv.nbuckets; i++)
-			for (skv_entry *e = sh->kv.buckets[i]; e != NULL; e = e->next) {
-				skv_kv *kv = &out->kvs.kvs_val[out->kvs.kvs_len++];
-				kv->key = dkv_strdup(e->key);
-				kv->value = dkv_memdup(e->val, e->vlen + 1);
-				if (kv->key == NULL || kv->value == NULL)
-					goto nomem;
-			}
-	}
-	if (sh->dups.count > 0) {
-		out->dups.dups_val = dkv_calloc(sh->dups.count, sizeof(skv_dup));
-		if (out->dups.dups_val == NULL)
-			goto nomem;
-		for (size_t i = 0; i < sh->dups.cap; i++)
-			if (sh->dups.slots[i].cid != 0)
-				out->dups.dups_val[out->dups.dups_len++] = sh->dups.slots[i];
-	}
-	return DKV_OK;
-nomem:
-	xdr_free((xdrproc_t)xdr_skv_shard_data, (char *)out);
-	memset(out, 0, sizeof *out);
-	return DKV_ERR_NOMEM;
-}
-
-skv_shard *skv_shard_import(skv_shard_data *in)
-{
-	skv_shard *sh = skv_shard_new();
-	if (sh == NULL)
-		return NULL;
-	for (u_int i = 0; i < in->kvs.kvs_len; i++) {
-		skv_kv *kv = &in->kvs.kvs_val[i];
-		if (kv->key == NULL)
-			continue;
-		char *v = kv->value;
-		if (v == NULL && (v = dkv_strdup("")) == NULL)
-			goto nomem;
-		size_t vlen = strlen(v);
-		char *k = kv->key;
-		kv->key = NULL;
-		kv->value = NULL;
-		if (skv_map_take(&sh->kv, k, v, vlen) != DKV_OK)
-			goto nomem;
-	}
-	for (u_int i = 0; i < in->dups.dups_len; i++)
-		if (skv_dups_set(&sh->dups, in->dups.dups_val[i].cid, in->dups.dups_val[i].seq) != DKV_OK)
-			goto nomem;
-	return sh;
-nomem:
-	skv_shard_free(sh);
-	return NULL;
 }
 
 size_t skv_shard_bytes(const skv_shard *sh)
 {
-	size_t n = sizeof *sh + sh->kv.nbuckets * sizeof(skv_entry *) + sh->dups.cap * sizeof(skv_dup);
-	for (size_t i = 0; i < sh->kv.nbuckets; i++)
-		for (const skv_entry *e = sh->kv.buckets[i]; e != NULL; e = e->next)
-			n += sizeof *e + strlen(e->key) + 1 + e->vcap;
+	size_t n = sizeof *sh + HASH_OVERHEAD(hh, sh->kv);
+	skv_entry *e, *tmp;
+	HASH_ITER(hh, sh->kv, e, tmp)
+		n += sizeof *e + strlen(e->key) + 1 + e->vcap;
 	return n;
 }

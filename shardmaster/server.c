@@ -1,22 +1,27 @@
 /*
- * shardmaster/server.c — a shard-master replica: RPC handlers on paxosrsm,
- * feeding the pure state machine of state.c.
+ * shardmaster/server.c — a shard-master replica: one handler per RPC on the
+ * paxosrsm engine, which runs the pure state machine of machine.c.
  *
  * One dkv_rpc_server at servers[me] carries the shard-master program and this
  * replica's Paxos peer, so set_unreliable drops both kinds of traffic (the lab).
  * Every request, Query included, goes through the log: a handler validates its
- * arguments, encodes an sm_op and waits in paxosrsm_add_op_timeout until the op
- * and everything before it are applied here (paxosrsm's applier calls sm_apply,
- * which applies it under `mu`, then paxos_done). The handler then reads, under
- * `mu`, the result the at-most-once table recorded for its (client id, seq) —
- * a retried request finds the first result and changes nothing — or, for a
- * Query, the configuration as it is now, which reflects every op completed
- * before the Query was sent (a Query of a number this replica already has is
- * answered at once: numbered configurations never change). A replica that cannot get its op agreed within
- * SM_AGREE_TIMEOUT_MS (a minority, say) answers DKV_ERR_TIMEOUT and the clerk
- * tries another. Query ops carry a per-replica nonce and counter, so no two
- * are equal. Replicas must not diverge, so running out of memory while applying
- * an agreed op is fatal (logged, then abort()).
+ * arguments, encodes an sm_op and waits in paxosrsm_submit until the op and
+ * everything before it are applied here; the engine hands back apply's result
+ * (an sm_result). Join, Leave and Move carry the clerk's session and seq: the
+ * engine applies each at most once and answers a retry with the first result,
+ * or DKV_ERR_EXPIRED when the session is gone (bounded table, expiry decided in
+ * the log). A Query reads, under `mu`, the configuration as it is once its op
+ * is applied, which reflects every op completed before the Query was sent (a
+ * Query of a number this replica already has is answered at once: numbered
+ * configurations never change). SM_OPEN_SESSION opens a clerk session in the
+ * engine, or hands out a global id from the state's counter (shardkv's
+ * sessions, shardmaster/sm_session.h). A replica that cannot get its op agreed
+ * within SM_AGREE_TIMEOUT_MS (a minority, say) answers DKV_ERR_TIMEOUT and the
+ * clerk tries another. A replica that cannot apply an agreed op (out of
+ * memory) stops itself (the engine kills it; it never diverges).
+ *
+ * Locks: `mu` guards the state; apply/snapshot/restore take it on the engine's
+ * applier thread, handlers take it to read. No lock across paxosrsm or an RPC.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -32,101 +37,82 @@ struct shardmaster_server {
 	/* Set at start, then read-only. */
 	dkv_rpc_server *rpcs;   /* our endpoint: shard-master program + Paxos */
 	paxosrsm *rsm;
-	uint64_t replica_nonce; /* random, tells our Query ops from other replicas' */
 
 	pthread_mutex_t mu;     /* guards every field below */
-	sm_state st;            /* the replicated state (history + at-most-once table) */
-	uint64_t query_counter; /* Query ops proposed by this replica */
+	sm_state st;            /* the replicated state (history, id counter) */
 	bool killed;
 };
 
-/* ------------------------------------------------------------ apply */
+/* ------------------------------------------------------------ the machine */
 
-/* sm_apply: paxosrsm's callback, one agreed op at a time, in log order. */
-static void sm_apply(void *ctx, const void *buf, size_t len)
+/* paxosrsm's callbacks: the pure machine (machine.c) under our lock, so that
+ * handlers can read the state between two ops. */
+static int sm_apply_cb(void *ctx, const void *op, size_t len, void **res, size_t *res_len)
 {
 	shardmaster_server *s = ctx;
-	sm_op op;
-	memset(&op, 0, sizeof op);
-	if (sm_op_decode(buf, len, &op) != DKV_OK) {
-		/* Same bytes on every replica, so skipping it keeps them equal. */
-		DKV_WARN("shardmaster: undecodable log entry (%zu bytes) skipped", len);
-		return;
-	}
 	pthread_mutex_lock(&s->mu);
-	uint64_t client = 0, seq = 0;
-	int err = DKV_OK;
-	bool mutation = true;
-	switch (op.kind) {
-	case SM_OP_JOIN:
-		client = op.sm_op_u.join.client_id;
-		seq = op.sm_op_u.join.seq;
-		if (!sm_state_seen(&s->st, client, seq, NULL))
-			err = sm_state_join(&s->st, op.sm_op_u.join.gid,
-			                    (const char *const *)op.sm_op_u.join.servers.servers_val,
-			                    (int)op.sm_op_u.join.servers.servers_len);
-		else
-			mutation = false;
-		break;
-	case SM_OP_LEAVE:
-		client = op.sm_op_u.leave.client_id;
-		seq = op.sm_op_u.leave.seq;
-		if (!sm_state_seen(&s->st, client, seq, NULL))
-			err = sm_state_leave(&s->st, op.sm_op_u.leave.gid);
-		else
-			mutation = false;
-		break;
-	case SM_OP_MOVE:
-		client = op.sm_op_u.move.client_id;
-		seq = op.sm_op_u.move.seq;
-		if (!sm_state_seen(&s->st, client, seq, NULL))
-			err = sm_state_move(&s->st, op.sm_op_u.move.shard, op.sm_op_u.move.gid);
-		else
-			mutation = false;
-		break;
-	case SM_OP_QUERY:
-	default:
-		mutation = false; /* a Query only marks a point in the log */
-		break;
-	}
-	if (err == DKV_ERR_NOMEM) {
-		DKV_ERROR("shardmaster: out of memory applying an agreed op; replicas would diverge");
-		abort();
-	}
-	if (mutation)
-		sm_state_record(&s->st, client, seq, err);
+	int rc = sm_machine_apply(&s->st, op, len, res, res_len);
 	pthread_mutex_unlock(&s->mu);
-	xdr_free((xdrproc_t)xdr_sm_op, (char *)&op);
-}
-
-/* ------------------------------------------------------------ handlers */
-
-/* agree: put *op in the log and wait until it has been applied here. */
-static int agree(shardmaster_server *s, const sm_op *op)
-{
-	void *buf;
-	size_t len;
-	int rc = sm_op_encode(op, &buf, &len);
 	if (rc != DKV_OK)
-		return rc;
-	rc = paxosrsm_add_op_timeout(s->rsm, buf, len, SM_AGREE_TIMEOUT_MS);
-	free(buf);
+		DKV_ERROR("shardmaster: cannot apply an agreed op (%s): stopping this replica",
+		          dkv_strerror(rc));
 	return rc;
 }
 
-/* agree_mutation: agree on a Join/Leave/Move and fetch its recorded result. */
-static int agree_mutation(shardmaster_server *s, const sm_op *op, uint64_t client, uint64_t seq)
+static int sm_snapshot_cb(void *ctx, void **buf, size_t *len)
 {
-	int rc = agree(s, op);
+	shardmaster_server *s = ctx;
+	pthread_mutex_lock(&s->mu);
+	int rc = sm_machine_snapshot(&s->st, buf, len);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+static int sm_restore_cb(void *ctx, const void *buf, size_t len)
+{
+	shardmaster_server *s = ctx;
+	pthread_mutex_lock(&s->mu);
+	int rc = sm_machine_restore(&s->st, buf, len);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+static const paxosrsm_sm sm_machine = { sm_apply_cb, sm_snapshot_cb, sm_restore_cb };
+
+/* ------------------------------------------------------------ handlers */
+
+/*
+ * submit: put *op in the log (with the clerk's session, or none) and wait
+ * until it has been applied here. DKV_OK with the op's own err in *err (and
+ * the id of a NEW_ID in *id), or the engine's error (TIMEOUT, KILLED,
+ * EXPIRED, NOMEM) — the clerk tries another replica, or applies the EXPIRED
+ * rule.
+ */
+static int submit(shardmaster_server *s, const paxosrsm_client *cl, const sm_op *op, int *err,
+                  uint64_t *id)
+{
+	void *buf, *res = NULL;
+	size_t len, res_len = 0;
+	int rc = sm_op_encode(op, &buf, &len);
 	if (rc != DKV_OK)
 		return rc;
+	rc = paxosrsm_submit(s->rsm, cl, buf, len, SM_AGREE_TIMEOUT_MS, &res, &res_len);
+	free(buf);
+	if (rc == DKV_OK && sm_result_decode(res, res_len, err, id) != DKV_OK)
+		rc = DKV_ERR_NOMEM; /* no result: cannot say what happened; the clerk retries */
+	free(res);
+	return rc;
+}
+
+/* mutate: a Join/Leave/Move under the clerk's session. */
+static int mutate(shardmaster_server *s, uint64_t session, uint64_t seq, const sm_op *op)
+{
+	if (session == 0 || seq == 0)
+		return DKV_ERR_INVAL;
+	paxosrsm_client cl = { .session = session, .seq = seq };
 	int err = DKV_OK;
-	pthread_mutex_lock(&s->mu);
-	/* Not found only if the entry was evicted since: it was applied, say OK. */
-	if (!sm_state_seen(&s->st, client, seq, &err))
-		err = DKV_OK;
-	pthread_mutex_unlock(&s->mu);
-	return err;
+	int rc = submit(s, &cl, op, &err, NULL);
+	return rc == DKV_OK ? err : rc;
 }
 
 /* valid_name: a server name in a Join: non-empty, shorter than DKV_NAME_MAX
@@ -155,8 +141,10 @@ static void handle_join(void *inst, void *argp, void *resp)
 		return;
 	}
 	sm_op op = { .kind = SM_OP_JOIN };
-	op.sm_op_u.join = *a; /* shallow: borrowed for encoding only */
-	r->err = agree_mutation(inst, &op, a->client_id, a->seq);
+	op.sm_op_u.join.gid = a->gid;
+	op.sm_op_u.join.servers.servers_len = a->servers.servers_len;
+	op.sm_op_u.join.servers.servers_val = a->servers.servers_val; /* borrowed */
+	r->err = mutate(inst, a->session, a->seq, &op);
 }
 
 static void handle_leave(void *inst, void *argp, void *resp)
@@ -168,8 +156,8 @@ static void handle_leave(void *inst, void *argp, void *resp)
 		return;
 	}
 	sm_op op = { .kind = SM_OP_LEAVE };
-	op.sm_op_u.leave = *a;
-	r->err = agree_mutation(inst, &op, a->client_id, a->seq);
+	op.sm_op_u.leave_gid = a->gid;
+	r->err = mutate(inst, a->session, a->seq, &op);
 }
 
 static void handle_move(void *inst, void *argp, void *resp)
@@ -181,8 +169,9 @@ static void handle_move(void *inst, void *argp, void *resp)
 		return;
 	}
 	sm_op op = { .kind = SM_OP_MOVE };
-	op.sm_op_u.move = *a;
-	r->err = agree_mutation(inst, &op, a->client_id, a->seq);
+	op.sm_op_u.move.shard = a->shard;
+	op.sm_op_u.move.gid = a->gid;
+	r->err = mutate(inst, a->session, a->seq, &op);
 }
 
 static void handle_query(void *inst, void *argp, void *resp)
@@ -194,8 +183,6 @@ static void handle_query(void *inst, void *argp, void *resp)
 		r->err = DKV_ERR_INVAL;
 		return;
 	}
-	sm_op op = { .kind = SM_OP_QUERY };
-	op.sm_op_u.query.replica_nonce = s->replica_nonce;
 	pthread_mutex_lock(&s->mu);
 	if (a->num >= 0 && a->num < s->st.nconfigs) {
 		/* A numbered configuration never changes once it exists: no need to
@@ -204,17 +191,40 @@ static void handle_query(void *inst, void *argp, void *resp)
 		pthread_mutex_unlock(&s->mu);
 		return;
 	}
-	op.sm_op_u.query.counter = ++s->query_counter;
 	pthread_mutex_unlock(&s->mu);
-	int rc = agree(s, &op);
+	sm_op op = { .kind = SM_OP_QUERY };
+	int err = DKV_OK;
+	int rc = submit(s, NULL, &op, &err, NULL);
 	if (rc != DKV_OK) {
 		r->err = rc;
 		return;
 	}
 	pthread_mutex_lock(&s->mu);
-	/* Deep copy under mu: the layer frees r after sending it. */
+	/* The state now is at or after the Query's point in the log, and before
+	 * our reply: linearizable. Deep copy under mu (the layer frees r). */
 	r->err = sm_wire_from_config(&r->config, sm_state_query(&s->st, a->num));
 	pthread_mutex_unlock(&s->mu);
+}
+
+static void handle_open_session(void *inst, void *argp, void *resp)
+{
+	shardmaster_server *s = inst;
+	const sm_session_args *a = argp;
+	sm_session_reply *r = resp;
+	r->session = 0;
+	if (a->kind == SM_SESSION_CLERK) {
+		r->err = paxosrsm_open_session(s->rsm, SM_AGREE_TIMEOUT_MS, &r->session);
+	} else if (a->kind == SM_SESSION_GLOBAL) {
+		sm_op op = { .kind = SM_OP_NEW_ID };
+		int err = DKV_OK;
+		r->err = submit(s, NULL, &op, &err, &r->session);
+		if (r->err == DKV_OK)
+			r->err = err;
+	} else {
+		r->err = DKV_ERR_INVAL;
+	}
+	if (r->err != DKV_OK)
+		r->session = 0;
 }
 
 static const dkv_rpc_proc sm_procs[] = {
@@ -226,13 +236,28 @@ static const dkv_rpc_proc sm_procs[] = {
 	  sizeof(sm_reply), handle_move },
 	{ SM_QUERY, (xdrproc_t)xdr_sm_query_args, sizeof(sm_query_args),
 	  (xdrproc_t)xdr_sm_query_reply, sizeof(sm_query_reply), handle_query },
+	{ SM_OPEN_SESSION, (xdrproc_t)xdr_sm_session_args, sizeof(sm_session_args),
+	  (xdrproc_t)xdr_sm_session_reply, sizeof(sm_session_reply), handle_open_session },
 };
 
 /* ------------------------------------------------------------ lifecycle */
 
 shardmaster_server *shardmaster_server_start(const char *const *servers, int n, int me)
 {
+	return shardmaster_server_start_opts(servers, n, me, NULL);
+}
+
+/* Restart in memory mode (opts->restart): paxosrsm rejoins without voting and
+ * catches up from the peers' snapshot. A data directory is not supported yet
+ * (the durability work): ENOTSUP. */
+shardmaster_server *shardmaster_server_start_opts(const char *const *servers, int n, int me,
+                                                  const dkv_server_opts *opts)
+{
 	dkv_lib_init();
+	if (opts != NULL && opts->dir != NULL && opts->dir[0] != '\0') {
+		errno = ENOTSUP;
+		return NULL;
+	}
 	if (servers == NULL || n <= 0 || me < 0 || me >= n) {
 		errno = EINVAL;
 		return NULL;
@@ -254,13 +279,12 @@ shardmaster_server *shardmaster_server_start(const char *const *servers, int n, 
 		return NULL;
 	}
 	pthread_mutex_init(&s->mu, NULL);
-	s->replica_nonce = dkv_random_seed();
 
 	int saved;
 	s->rpcs = dkv_rpc_server_listen(servers[me]);
 	if (s->rpcs == NULL)
 		goto fail;
-	s->rsm = paxosrsm_make(servers, n, me, s->rpcs, sm_apply, s);
+	s->rsm = paxosrsm_start(servers, n, me, s->rpcs, &sm_machine, s, opts);
 	if (s->rsm == NULL)
 		goto fail;
 	int rc = dkv_rpc_server_add(s->rpcs, SHARDMASTER_PROG, SHARDMASTER_V1, sm_procs,
@@ -315,18 +339,12 @@ void shardmaster_server_set_unreliable(shardmaster_server *s, bool on)
 		dkv_rpc_server_set_unreliable(s->rpcs, on);
 }
 
+struct paxosrsm *sm_server_rsm(shardmaster_server *s)
+{
+	return s != NULL ? s->rsm : NULL;
+}
+
 paxos *shardmaster_server_paxos(shardmaster_server *s)
 {
 	return s != NULL && s->rsm != NULL ? paxosrsm_paxos(s->rsm) : NULL;
-}
-
-/* Interim: dir and restart land with the durability and replication-core work. */
-shardmaster_server *shardmaster_server_start_opts(const char *const *servers, int n, int me,
-                                                  const dkv_server_opts *opts)
-{
-	if (!dkv_opts_plain(opts)) {
-		errno = ENOTSUP;
-		return NULL;
-	}
-	return shardmaster_server_start(servers, n, me);
 }

@@ -1,8 +1,9 @@
 /*
  * shardmaster/sm_core.h — the shard master's pure core (internal; the tests
  * include it too): the rebalancing rule (rebalance.c) and the replicated state
- * machine that keeps the configuration history and the at-most-once table
- * (state.c). No sockets, threads, clocks or randomness here; the server feeds
+ * machine that keeps the configuration history
+ * (state.c), and its engine face: apply / snapshot / restore on encoded ops
+ * (machine.c). No sockets, threads, clocks or randomness here; the server feeds
  * it the ops paxosrsm agreed on, in log order, under its own lock.
  */
 #ifndef DKV_SM_CORE_H
@@ -54,28 +55,18 @@ void sm_config_destroy(shardmaster_config *c);
 /* Most servers per group in a Join. */
 #define SM_MAX_SERVERS 64
 
-/* Most clerks remembered for at-most-once; the least recently used is forgotten. */
-#define SM_DUP_MAX 1024
-
-typedef struct {
-	uint64_t client_id;
-	uint64_t seq;      /* the clerk's last applied Join/Leave/Move */
-	int err;           /* and its result */
-	uint64_t last_use; /* sm_state.nops when it was applied (for LRU eviction) */
-} sm_dup_entry;
-
 /*
  * The replicated state. Not thread-safe: the owner serialises calls (the
  * server's mutex). configs[i].num == i for every i < nconfigs; configs[0] has
- * no groups and every shard on gid 0.
+ * no groups and every shard on gid 0. last_id: the last global session id
+ * handed out (SM_OP_NEW_ID; 0: none yet). At-most-once is not here: paxosrsm
+ * keeps the shard-master clerks' sessions.
  */
 typedef struct {
 	shardmaster_config *configs;
 	int nconfigs;
 	int cap;
-	sm_dup_entry *dups; /* SM_DUP_MAX slots, ndups in use */
-	int ndups;
-	uint64_t nops;      /* mutations applied (Join, Leave, Move), the LRU clock */
+	uint64_t last_id;
 } sm_state;
 
 /* sm_state_init: config 0 only. DKV_OK or DKV_ERR_NOMEM (nothing to destroy). */
@@ -105,14 +96,32 @@ int sm_state_move(sm_state *st, int shard, int64_t gid);
  */
 const shardmaster_config *sm_state_query(const sm_state *st, int num);
 
+/* ------------------------------------------------------------ machine.c */
+
 /*
- * At-most-once. sm_state_seen: true when the clerk's request `seq` (or a
- * later one) was already applied; then *err (may be NULL) is the recorded
- * result (DKV_OK when a later request replaced it). sm_state_record: remember
- * that `seq` was applied with result `err` (evicting the least recently used
- * clerk when the table is full), and advance the LRU clock.
+ * The state machine paxosrsm runs (pure; the server wraps each in its lock):
+ * - sm_machine_apply: one agreed op (XDR sm_op bytes). *res / *res_len get a
+ *   malloc'ed XDR sm_result (the op's err: DKV_OK or DKV_ERR_INVAL for a
+ *   refused or undecodable op, the same on every replica; and for NEW_ID the
+ *   id). Returns DKV_OK, or DKV_ERR_NOMEM with the state unchanged (the
+ *   engine then stops the replica).
+ * - sm_machine_snapshot: the whole state as XDR sm_snapshot bytes (*buf
+ *   malloc'ed). DKV_OK, DKV_ERR_NOMEM.
+ * - sm_machine_restore: replace the whole state by a snapshot's. DKV_OK,
+ *   DKV_ERR_INVAL (malformed: not a snapshot, config numbers not 0..n-1, a
+ *   config 0 with groups), DKV_ERR_NOMEM; on error st is unchanged.
+ * - sm_result_decode: read an sm_result. DKV_OK or DKV_ERR_INVAL.
  */
-bool sm_state_seen(const sm_state *st, uint64_t client_id, uint64_t seq, int *err);
-void sm_state_record(sm_state *st, uint64_t client_id, uint64_t seq, int err);
+int sm_machine_apply(sm_state *st, const void *op, size_t len, void **res, size_t *res_len);
+int sm_machine_snapshot(const sm_state *st, void **buf, size_t *len);
+int sm_machine_restore(sm_state *st, const void *buf, size_t len);
+int sm_result_decode(const void *res, size_t len, int *err, uint64_t *id);
+
+/* ------------------------------------------------------------ server.c */
+
+/* sm_server_rsm: the replica's engine, for tests (paxosrsm_get_info).
+ * Borrowed; valid until shardmaster_server_free. */
+struct paxosrsm;
+struct paxosrsm *sm_server_rsm(shardmaster_server *s);
 
 #endif /* DKV_SM_CORE_H */

@@ -2,8 +2,7 @@
  * shardmaster/state.c — the shard master's replicated state machine, pure.
  *
  * State: the configuration history (configs[i].num == i; config 0 has no groups
- * and every shard on gid 0) and the at-most-once table (last applied seq and
- * result per clerk). Every replica applies the same ops in the same order, so
+ * and every shard on gid 0) and the last global session id handed out. Every replica applies the same ops in the same order, so
  * every function here must be a function of the state and the op alone: no
  * clock, no randomness, no dependence on addresses or allocation order. Memory
  * failures leave the state unchanged (the caller decides what that means).
@@ -14,9 +13,6 @@
  * sm_rebalance. A mutation that changes nothing appends nothing: a Join of a
  * known gid, a Leave of an unknown one, a Move to the shard's current group.
  *
- * The at-most-once table holds SM_DUP_MAX clerks; when full, the clerk whose
- * last request is oldest in log order is forgotten (a retry from it could then
- * apply twice; Join/Leave/Move are nearly idempotent here anyway, see above).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -97,10 +93,7 @@ int sm_state_init(sm_state *st)
 	memset(st, 0, sizeof *st);
 	st->cap = 16;
 	st->configs = dkv_calloc((size_t)st->cap, sizeof *st->configs);
-	st->dups = dkv_calloc(SM_DUP_MAX, sizeof *st->dups);
-	if (st->configs == NULL || st->dups == NULL) {
-		free(st->configs);
-		free(st->dups);
+	if (st->configs == NULL) {
 		memset(st, 0, sizeof *st);
 		return DKV_ERR_NOMEM;
 	}
@@ -115,7 +108,6 @@ void sm_state_destroy(sm_state *st)
 	for (int i = 0; i < st->nconfigs; i++)
 		sm_config_destroy(&st->configs[i]);
 	free(st->configs);
-	free(st->dups);
 	memset(st, 0, sizeof *st);
 }
 
@@ -230,45 +222,6 @@ const shardmaster_config *sm_state_query(const sm_state *st, int num)
 	if (num < 0 || num >= st->nconfigs)
 		return latest(st);
 	return &st->configs[num];
-}
-
-/* ------------------------------------------------------------ at-most-once */
-
-static sm_dup_entry *find_dup(const sm_state *st, uint64_t client_id)
-{
-	for (int i = 0; i < st->ndups; i++)
-		if (st->dups[i].client_id == client_id)
-			return &st->dups[i];
-	return NULL;
-}
-
-bool sm_state_seen(const sm_state *st, uint64_t client_id, uint64_t seq, int *err)
-{
-	const sm_dup_entry *e = find_dup(st, client_id);
-	if (e == NULL || seq > e->seq)
-		return false;
-	if (err != NULL)
-		*err = seq == e->seq ? e->err : DKV_OK;
-	return true;
-}
-
-void sm_state_record(sm_state *st, uint64_t client_id, uint64_t seq, int err)
-{
-	sm_dup_entry *e = find_dup(st, client_id);
-	if (e == NULL) {
-		if (st->ndups < SM_DUP_MAX) {
-			e = &st->dups[st->ndups++];
-		} else {
-			e = &st->dups[0];
-			for (int i = 1; i < st->ndups; i++)
-				if (st->dups[i].last_use < e->last_use)
-					e = &st->dups[i];
-		}
-		e->client_id = client_id;
-	}
-	e->seq = seq;
-	e->err = err;
-	e->last_use = st->nops++;
 }
 
 /* ------------------------------------------------------------ public */

@@ -538,11 +538,10 @@ static void test_dkvctl_times_out_with_exit_3_when_no_server_answers(void **stat
 	names(nm, 3, "gone", list, sizeof list);
 	names(sm, 1, "gonesm", smlist, sizeof smlist);
 	result r;
-	uint64_t t0 = th_now_ms();
+	/* That it gives up at all is the check (run() fails a hang); how soon is make bench's. */
 	run(&r, bin_dkvctl, "--servers", list, "--timeout", "300ms", "get", "k", NULL);
 	assert_exit(&r, 3);
 	assert_contains("dkvctl's stderr", r.err, "no answer within 300 ms");
-	assert_true(th_now_ms() - t0 < RUN_LIMIT_MS);
 
 	run(&r, bin_dkvctl, "--servers", list, "-t", "1s", "--json", "put", "k", "v", NULL);
 	assert_exit(&r, 3);
@@ -552,9 +551,9 @@ static void test_dkvctl_times_out_with_exit_3_when_no_server_answers(void **stat
 	assert_exit(&r, 3);
 	run(&r, bin_dkvctl, "--shardmasters", smlist, "--timeout", "300", "append", "k", "v", NULL);
 	assert_exit(&r, 3);
-	setenv("DKV_TIMEOUT", "200ms", 1);
+	th_setenv("DKV_TIMEOUT", "200ms");
 	run(&r, bin_dkvctl, "--shardmasters", smlist, "join", "100", nm[0], NULL);
-	unsetenv("DKV_TIMEOUT");
+	th_unsetenv("DKV_TIMEOUT");
 	assert_exit(&r, 3);
 	assert_contains("dkvctl's stderr", r.err, "within 200 ms");
 }
@@ -609,9 +608,9 @@ static void test_kvpaxos_daemons_keep_data_after_a_replica_is_sigkilled(void **s
 	run(&r, bin_dkvctl, "--servers", list, "append", "color", " red", NULL);
 	assert_exit(&r, 0);
 	/* The environment variable works as --servers does. */
-	setenv("DKV_SERVERS", list, 1);
+	th_setenv("DKV_SERVERS", list);
 	run(&r, bin_dkvctl, "get", "color", NULL);
-	unsetenv("DKV_SERVERS");
+	th_unsetenv("DKV_SERVERS");
 	assert_exit(&r, 0);
 	assert_string_equal(r.out, "blue green red\n");
 
@@ -677,7 +676,7 @@ static void test_shardkv_daemons_join_move_and_serve_after_replicas_are_sigkille
 			rep[k][i] = dkvd_start(g[k][i], "shardkv", "--gid", k ? "101" : "100", "--shardmasters",
 			                       smlist, "--peers", glist[k], "--me", me, NULL);
 		}
-	setenv("DKV_SHARDMASTERS", smlist, 1);
+	th_setenv("DKV_SHARDMASTERS", smlist);
 	result r;
 	run(&r, bin_dkvctl, "join", "100", glist[0], NULL);
 	assert_exit(&r, 0);
@@ -732,7 +731,7 @@ static void test_shardkv_daemons_join_move_and_serve_after_replicas_are_sigkille
 	run(&r, bin_dkvctl, "--fail-empty", "get", "e", NULL);
 	assert_exit(&r, 0);
 	assert_string_equal(r.out, "v4+\n");
-	unsetenv("DKV_SHARDMASTERS");
+	th_unsetenv("DKV_SHARDMASTERS");
 }
 
 /* With --unreliable replicas (10% requests, 20% replies dropped) every append still lands once, in order. */
@@ -745,10 +744,10 @@ static void test_kvpaxos_daemons_apply_appends_once_when_unreliable(void **state
 		char me[8];
 		snprintf(me, sizeof me, "%d", i);
 		if (i == 2)
-			setenv("DKV_UNRELIABLE", "1", 1); /* the variable works as the flag does */
+			th_setenv("DKV_UNRELIABLE", "1"); /* the variable works as the flag does */
 		kid *k = i < 2 ? dkvd_start(nm[i], "kvpaxos", "--peers", list, "--me", me, "--unreliable", NULL)
 		               : dkvd_start(nm[i], "kvpaxos", "--peers", list, "--me", me, NULL);
-		unsetenv("DKV_UNRELIABLE");
+		th_unsetenv("DKV_UNRELIABLE");
 		char log[OUT_MAX];
 		kid_log(k, log, sizeof log);
 		assert_contains("dkvd's log", log, "unreliable mode");
@@ -784,18 +783,18 @@ static void test_kvpaxos_daemons_serve_over_loopback_tcp(void **state)
 			snprintf(list + l, sizeof list - l, "%s%s", i ? "," : "", nm[i]);
 		}
 		/* Everything from the environment: DKV_PEERS and DKV_ME. */
-		setenv("DKV_PEERS", list, 1);
+		th_setenv("DKV_PEERS", list);
 		up = true;
 		for (int i = 0; i < 3 && up; i++) {
 			char me[8];
 			snprintf(me, sizeof me, "%d", i);
-			setenv("DKV_ME", me, 1);
+			th_setenv("DKV_ME", me);
 			char *argv[] = { bin_dkvd, "kvpaxos", NULL };
 			rep[i] = dkvd_spawn(true, nm[i], argv);
 			up = rep[i] != NULL;
 		}
-		unsetenv("DKV_PEERS");
-		unsetenv("DKV_ME");
+		th_unsetenv("DKV_PEERS");
+		th_unsetenv("DKV_ME");
 	}
 	assert_true(up);
 	result r;

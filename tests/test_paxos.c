@@ -1006,6 +1006,221 @@ static void test_paxos_make_rejects_bad_arguments(void **state)
 	paxos_free(px);
 }
 
+/* ------------------------------------------------------------ restarts (issue 12) */
+
+/* cl_restart: kill peer i and start it again at the same name, its state lost
+ * (memory mode), with or without opts.restart. */
+static void cl_restart(cluster *cl, int i, bool flag)
+{
+	paxos_free(cl->px[i]);
+	cl->px[i] = NULL;
+	const char *const *peers = cl->nm ? th_peers(cl->nm, i) : cl->peers;
+	dkv_server_opts o;
+	memset(&o, 0, sizeof o);
+	o.restart = flag;
+	errno = 0;
+	cl->px[i] = paxos_make_opts(peers, cl->n, i, NULL, &o);
+	if (!cl->px[i]) fail_msg("paxos_make_opts(restart=%d): %s", flag, strerror(errno));
+}
+
+/* fate of seq at peer i, with the value compared to want (NULL: any) */
+static bool decided_as(cluster *cl, int i, int seq, const char *want)
+{
+	void *v = NULL;
+	size_t len = 0;
+	if (paxos_status(cl->px[i], seq, &v, &len) != PAXOS_DECIDED) return false;
+	bool same = !want || (v && len == strlen(want) && memcmp(v, want, len) == 0);
+	free(v);
+	return same;
+}
+
+/*
+ * Issue 12 item 1, the amnesia schedule: A (0) and B (1) accept v1 (chosen),
+ * C (2) hears nothing of it; B restarts empty (restart); A is cut off; C
+ * prepares the same seq with v2. With B voting again at once, B and C would
+ * choose v2 beside A's v1. B must not vote there: nothing is decided while A
+ * is away, and after heal every peer decides v1.
+ */
+static void test_paxos_restarted_peer_cannot_choose_a_second_value(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("amnesia", 3, true);
+	/* A <-> B only: A's accepts reach B, nothing reaches C */
+	const bool ab[9] = {true, true, false, true, true, false, false, false, true};
+	th_links(cl->nm, ab);
+	start(cl, 0, 0, "v1");
+	WAIT_UNTIL(decided_as(cl, 0, 0, "v1"), 10000);
+	assert_false(decided_as(cl, 2, 0, NULL));
+	/* B loses everything (its own decision included) and comes back */
+	cl_restart(cl, 1, true);
+	/* A cut off; B <-> C (the restarted socket needs its links again) */
+	const bool bc[9] = {true, false, false, false, true, true, false, true, true};
+	th_links(cl->nm, bc);
+	unsigned long nv0 = px_novote_count(cl->px[2], false);
+	start(cl, 2, 0, "v2");
+	/* C's rounds are refused by B (NOVOTE) round after round; B keeps asking
+	 * for INFO and never gets A's answer. Bounded by steps, not time. */
+	WAIT_UNTIL(px_novote_count(cl->px[2], false) >= nv0 + 3 && px_rejoin_asks(cl->px[1]) >= 6, 30000);
+	for (int i = 0; i < 3; i++) (void)ndecided(cl, 0); /* fails on two values */
+	assert_false(decided_as(cl, 1, 0, NULL));
+	assert_false(decided_as(cl, 2, 0, NULL));
+	assert_false(px_is_voting(cl->px[1]));
+	/* heal: everyone decides v1 */
+	const bool all[9] = {true, true, true, true, true, true, true, true, true};
+	th_links(cl->nm, all);
+	start(cl, 1, 0, "v3");
+	WAIT_UNTIL(decided_as(cl, 0, 0, "v1") && decided_as(cl, 1, 0, "v1") && decided_as(cl, 2, 0, "v1"),
+	           30000);
+	assert_int_equal(ndecided(cl, 0), 3);
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	assert_true(px_vote_floor(cl->px[1]) >= 0);
+	cl_free(cl);
+}
+
+/* Issue 12 item 1, the Done-vector hand-back: a restarted peer is not handed
+ * its old incarnation's Done (it would forget what its new self never
+ * applied); the others forget its old Done, and their Min does not go back. */
+static void test_paxos_restarted_peer_is_not_handed_its_old_done(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("handback", 3, false);
+	for (int seq = 0; seq < 4; seq++) {
+		start(cl, 0, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	for (int i = 0; i < 3; i++) paxos_done(cl->px[i], 3);
+	start(cl, 0, 4, "w"); /* carries the Done values around */
+	waitn(cl, 4, 3);
+	WAIT_UNTIL(paxos_min(cl->px[0]) == 4 && paxos_min(cl->px[1]) == 4 && paxos_min(cl->px[2]) == 4, 10000);
+	cl_restart(cl, 1, true);
+	assert_int_equal(paxos_min(cl->px[1]), 0);
+	/* messages from A and C (carrying dones[B] = 3 of B's old self) reach B */
+	start(cl, 0, 5, "x");
+	WAIT_UNTIL(decided_as(cl, 1, 5, "x"), 10000);
+	start(cl, 2, 6, "y");
+	WAIT_UNTIL(decided_as(cl, 1, 6, "y"), 10000);
+	assert_int_equal(paxos_min(cl->px[1]), 0);
+	assert_int_equal(paxos_status(cl->px[1], 4, NULL, NULL), PAXOS_PENDING);
+	assert_int_equal(paxos_min(cl->px[0]), 4); /* never backwards */
+	/* B's new Done counts once it says it */
+	paxos_done(cl->px[1], 5);
+	paxos_done(cl->px[0], 5);
+	paxos_done(cl->px[2], 5);
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	start(cl, 0, 7, "z");
+	waitn(cl, 7, 3);
+	start(cl, 2, 8, "z");
+	waitn(cl, 8, 3);
+	WAIT_UNTIL(paxos_min(cl->px[0]) == 6 && paxos_min(cl->px[1]) == 6, 10000);
+	cl_free(cl);
+}
+
+/* A peer started without the flag whose peers know it under another
+ * incarnation (to_inc) treats itself as restarted: it stops voting, rejoins,
+ * and never votes where its old self may have. */
+static void test_paxos_restart_without_flag_is_detected_by_to_inc(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("toinc", 3, false);
+	for (int seq = 0; seq < 3; seq++) {
+		start(cl, seq % 3, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	uint64_t old = px_incarnation(cl->px[1]);
+	cl_restart(cl, 1, false);
+	assert_true(px_incarnation(cl->px[1]) != old && px_incarnation(cl->px[1]) != 0);
+	assert_true(px_is_voting(cl->px[1])); /* nothing told it yet */
+	assert_int_equal(px_vote_floor(cl->px[1]), -1);
+	/* the next agreement's messages (PREPARE/ACCEPT/DECIDED) carry to_inc =
+	 * B's old incarnation */
+	start(cl, 0, 3, "w");
+	waitmajority(cl, 3);
+	WAIT_UNTIL(px_vote_floor(cl->px[1]) >= 2 && px_is_voting(cl->px[1]), 10000);
+	start(cl, 0, 4, "u");
+	waitn(cl, 4, 3);
+	cl_free(cl);
+}
+
+/* A restarted peer is refused with NOVOTE, a reply: A reaches only the
+ * restarted B (C cut off, so B cannot rejoin); every round of A is refused by
+ * a NOVOTE reply that both count (old code: B promises and accepts). */
+static void test_paxos_restarted_peer_answers_novote(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("novote", 3, true);
+	const bool all[9] = {true, true, true, true, true, true, true, true, true};
+	th_links(cl->nm, all);
+	start(cl, 0, 0, "a");
+	waitn(cl, 0, 3);
+	cl_restart(cl, 1, true);
+	const bool ab[9] = {true, true, false, true, true, false, false, false, true};
+	th_links(cl->nm, ab);
+	unsigned long rb0 = paxos_rpc_count(cl->px[1]);
+	start(cl, 0, 1, "b");
+	WAIT_UNTIL(px_novote_count(cl->px[0], false) >= 5, 30000);
+	unsigned long seen = px_novote_count(cl->px[0], false), given = px_novote_count(cl->px[1], true);
+	printf("  %lu NOVOTE seen by the proposer, %lu given, %lu RPCs served by B\n", seen, given,
+	       paxos_rpc_count(cl->px[1]) - rb0);
+	assert_true(given >= 5);
+	assert_true(paxos_rpc_count(cl->px[1]) - rb0 >= 5);
+	assert_false(px_is_voting(cl->px[1]));
+	assert_false(decided_as(cl, 0, 1, NULL));
+	assert_false(decided_as(cl, 1, 1, NULL));
+	/* heal: B rejoins (above seq 1, which A told it of), seq 1 is decided by A and C */
+	th_links(cl->nm, all);
+	waitn(cl, 1, 3);
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	assert_true(px_vote_floor(cl->px[1]) >= 1);
+	cl_free(cl);
+}
+
+/* A restarted peer votes again once a majority of the others answered; then
+ * the other one can die and agreement continues with the restarted peer. */
+static void test_paxos_restarted_peer_votes_again_and_carries_a_majority(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("revote", 3, false);
+	for (int seq = 0; seq < 5; seq++) {
+		start(cl, seq % 3, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	cl_restart(cl, 1, true);
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	int floor = px_vote_floor(cl->px[1]);
+	assert_true(floor >= 4);
+	paxos_kill(cl->px[2]);
+	for (int seq = floor + 1; seq < floor + 6; seq++) {
+		start(cl, seq % 2, seq, "after");
+		WAIT_UNTIL(decided_as(cl, 0, seq, "after") && decided_as(cl, 1, seq, "after"), 10000);
+	}
+	cl_free(cl);
+}
+
+/* With fewer than a majority of voting others, a restarted peer never votes:
+ * it asks again and again, and no agreement happens with it. */
+static void test_paxos_restarted_peer_without_a_voting_majority_never_votes(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("novmaj", 3, false);
+	start(cl, 0, 0, "a");
+	waitn(cl, 0, 3);
+	paxos_kill(cl->px[2]);
+	cl_restart(cl, 1, true);
+	start(cl, 0, 1, "b");
+	WAIT_UNTIL(px_rejoin_asks(cl->px[1]) >= 10, 30000);
+	assert_false(px_is_voting(cl->px[1]));
+	assert_false(decided_as(cl, 0, 1, NULL));
+	assert_false(decided_as(cl, 1, 1, NULL));
+	/* a second restarted peer does not count as voting either */
+	cl_restart(cl, 2, true);
+	unsigned long a0 = px_rejoin_asks(cl->px[1]);
+	WAIT_UNTIL(px_rejoin_asks(cl->px[1]) >= a0 + 10 && px_rejoin_asks(cl->px[2]) >= 10, 30000);
+	assert_false(px_is_voting(cl->px[1]));
+	assert_false(px_is_voting(cl->px[2]));
+	assert_false(decided_as(cl, 0, 1, NULL));
+	cl_free(cl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1030,6 +1245,12 @@ int main(void)
 		cmocka_unit_test(test_paxos_kill_mid_agreement_joins_every_thread),
 		cmocka_unit_test(test_paxos_acceptor_core_follows_paxos_made_simple),
 		cmocka_unit_test(test_paxos_make_rejects_bad_arguments),
+		cmocka_unit_test(test_paxos_restarted_peer_cannot_choose_a_second_value),
+		cmocka_unit_test(test_paxos_restarted_peer_is_not_handed_its_old_done),
+		cmocka_unit_test(test_paxos_restart_without_flag_is_detected_by_to_inc),
+		cmocka_unit_test(test_paxos_restarted_peer_answers_novote),
+		cmocka_unit_test(test_paxos_restarted_peer_votes_again_and_carries_a_majority),
+		cmocka_unit_test(test_paxos_restarted_peer_without_a_voting_majority_never_votes),
 	};
 	return th_run_suite("paxos", tests);
 }

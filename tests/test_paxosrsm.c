@@ -492,6 +492,498 @@ static void test_paxosrsm_make_rejects_bad_arguments(void **state)
 	assert_null(paxosrsm_make(peers, 1, 3, NULL, apply_cb, NULL));
 }
 
+/* ================================================================ the engine:
+ * a state machine with results, sessions, snapshots and catch-up. Each
+ * replica's state is the list of ops it applied (strings); apply's result is
+ * "r<position>:<op>"; the snapshot is the list. */
+
+typedef struct {
+	pthread_mutex_t mu;
+	char **ops;
+	size_t n, cap;
+	unsigned long applies;  /* sm apply calls */
+	unsigned long restores;
+	bool fail;              /* apply of an op starting with "fail" → DKV_ERR_NOMEM */
+	unsigned long failures;
+} smst;
+
+static int push_op(smst *s, const void *op, size_t len)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 64;
+		s->ops = realloc(s->ops, s->cap * sizeof *s->ops);
+	}
+	char *c = malloc(len + 1);
+	memcpy(c, op, len);
+	c[len] = '\0';
+	s->ops[s->n++] = c;
+	return 0;
+}
+
+static int sm_apply(void *ctx, const void *op, size_t len, void **res, size_t *res_len)
+{
+	smst *s = ctx;
+	pthread_mutex_lock(&s->mu);
+	if (s->fail && len >= 4 && memcmp(op, "fail", 4) == 0) {
+		s->failures++;
+		pthread_mutex_unlock(&s->mu);
+		return DKV_ERR_NOMEM;
+	}
+	s->applies++;
+	if (!(len >= 7 && memcmp(op, "nostore", 7) == 0)) push_op(s, op, len);
+	char buf[128];
+	int n = snprintf(buf, sizeof buf, "r%zu:%.*s", s->n - 1, (int)(len > 64 ? 64 : len),
+	                 (const char *)op);
+	pthread_mutex_unlock(&s->mu);
+	*res = malloc((size_t)n);
+	memcpy(*res, buf, (size_t)n);
+	*res_len = (size_t)n;
+	return DKV_OK;
+}
+
+static int sm_snapshot(void *ctx, void **buf, size_t *len)
+{
+	smst *s = ctx;
+	pthread_mutex_lock(&s->mu);
+	size_t total = 0;
+	for (size_t i = 0; i < s->n; i++) total += strlen(s->ops[i]) + 1;
+	char *b = malloc(total ? total : 1), *p = b;
+	for (size_t i = 0; i < s->n; i++) {
+		size_t l = strlen(s->ops[i]) + 1;
+		memcpy(p, s->ops[i], l);
+		p += l;
+	}
+	pthread_mutex_unlock(&s->mu);
+	*buf = b;
+	*len = total;
+	return DKV_OK;
+}
+
+static int sm_restore(void *ctx, const void *buf, size_t len)
+{
+	smst *s = ctx;
+	const char *p = buf, *end = p + len;
+	if (len && end[-1] != '\0') return DKV_ERR_INVAL;
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < s->n; i++) free(s->ops[i]);
+	s->n = 0;
+	while (p < end) {
+		size_t l = strlen(p);
+		push_op(s, p, l);
+		p += l + 1;
+	}
+	s->restores++;
+	pthread_mutex_unlock(&s->mu);
+	return DKV_OK;
+}
+
+static const paxosrsm_sm test_sm = {sm_apply, sm_snapshot, sm_restore};
+
+typedef struct {
+	int n;
+	paxosrsm *r[MAXR];
+	smst st[MAXR];
+	th_names *nm;
+} ecluster;
+
+static void st_clear(smst *s)
+{
+	for (size_t i = 0; i < s->n; i++) free(s->ops[i]);
+	free(s->ops);
+	s->ops = NULL;
+	s->n = s->cap = 0;
+	s->applies = s->restores = s->failures = 0;
+	s->fail = false;
+}
+
+static void ec_start_one(ecluster *ec, int i)
+{
+	ec->r[i] = paxosrsm_start(th_peers(ec->nm, i), ec->n, i, NULL, &test_sm, &ec->st[i], NULL);
+	assert_non_null(ec->r[i]);
+}
+
+static ecluster *ec_start(const char *tag, int n)
+{
+	ecluster *ec = calloc(1, sizeof *ec);
+	ec->n = n;
+	ec->nm = th_names_new("rsme", tag, n);
+	assert_non_null(ec->nm);
+	for (int i = 0; i < n; i++) pthread_mutex_init(&ec->st[i].mu, NULL);
+	for (int i = 0; i < n; i++) ec_start_one(ec, i);
+	th_partition(ec->nm, (const int[]){0, 0, 0, 0, 0});
+	return ec;
+}
+
+static void ec_free(ecluster *ec)
+{
+	for (int i = 0; i < ec->n; i++) paxosrsm_free(ec->r[i]);
+	for (int i = 0; i < ec->n; i++) {
+		st_clear(&ec->st[i]);
+		pthread_mutex_destroy(&ec->st[i].mu);
+	}
+	th_cleanpp(ec->nm);
+	th_names_free(ec->nm);
+	free(ec);
+}
+
+static size_t st_len(ecluster *ec, int i)
+{
+	pthread_mutex_lock(&ec->st[i].mu);
+	size_t n = ec->st[i].n;
+	pthread_mutex_unlock(&ec->st[i].mu);
+	return n;
+}
+
+/* every state a prefix of the longest, no op twice in it */
+static void assert_states_ok(ecluster *ec)
+{
+	int longest = 0;
+	for (int i = 0; i < ec->n; i++) pthread_mutex_lock(&ec->st[i].mu);
+	for (int i = 1; i < ec->n; i++)
+		if (ec->st[i].n > ec->st[longest].n) longest = i;
+	smst *L = &ec->st[longest];
+	char err[512] = "";
+	for (int i = 0; i < ec->n && !err[0]; i++)
+		for (size_t k = 0; k < ec->st[i].n && !err[0]; k++)
+			if (strcmp(ec->st[i].ops[k], L->ops[k]) != 0)
+				snprintf(err, sizeof err, "replica %d has %s at %zu, replica %d %s", i,
+				         ec->st[i].ops[k], k, longest, L->ops[k]);
+	for (size_t a = 0; a < L->n && !err[0]; a++)
+		for (size_t b = a + 1; b < L->n && !err[0]; b++)
+			if (strcmp(L->ops[a], L->ops[b]) == 0)
+				snprintf(err, sizeof err, "op %s applied twice (%zu, %zu)", L->ops[a], a, b);
+	for (int i = ec->n - 1; i >= 0; i--) pthread_mutex_unlock(&ec->st[i].mu);
+	if (err[0]) fail_msg("%s", err);
+}
+
+static void submit_ok(paxosrsm *r, const char *op)
+{
+	void *res = NULL;
+	size_t rl = 0;
+	int rc = paxosrsm_submit(r, NULL, op, strlen(op), 10000, &res, &rl);
+	if (rc != DKV_OK) fail_msg("submit(%s): %s", op, dkv_strerror(rc));
+	free(res);
+}
+
+/* apply's result goes back to the call that submitted the op, on its replica:
+ * "r<k>:<op>" where k is the op's position in that replica's state. */
+static void test_paxosrsm_engine_results_go_to_the_submitter(void **state)
+{
+	(void)state;
+	ecluster *ec = ec_start("res", 3);
+	for (int k = 0; k < 30; k++) {
+		char op[32], want[64];
+		int r = k % 3;
+		snprintf(op, sizeof op, "op %d", k);
+		void *res = NULL;
+		size_t rl = 0;
+		assert_int_equal(paxosrsm_submit(ec->r[r], NULL, op, strlen(op), 10000, &res, &rl), DKV_OK);
+		assert_non_null(res);
+		pthread_mutex_lock(&ec->st[r].mu);
+		size_t pos = SIZE_MAX;
+		for (size_t i = 0; i < ec->st[r].n; i++)
+			if (strcmp(ec->st[r].ops[i], op) == 0) pos = i;
+		pthread_mutex_unlock(&ec->st[r].mu);
+		assert_true(pos != SIZE_MAX);
+		int n = snprintf(want, sizeof want, "r%zu:%s", pos, op);
+		assert_int_equal(rl, (size_t)n);
+		assert_memory_equal(res, want, rl);
+		free(res);
+	}
+	assert_states_ok(ec);
+	ec_free(ec);
+}
+
+/* Sessions: a retried (session, seq) returns the stored result and is not
+ * applied again; a seq below the last one, an unknown session: EXPIRED. */
+static void test_paxosrsm_engine_sessions_dedup_and_expire(void **state)
+{
+	(void)state;
+	ecluster *ec = ec_start("sess", 3);
+	uint64_t s1 = 0, s2 = 0;
+	assert_int_equal(paxosrsm_open_session(ec->r[0], 10000, &s1), DKV_OK);
+	assert_int_equal(paxosrsm_open_session(ec->r[1], 10000, &s2), DKV_OK);
+	assert_true(s1 > 0 && s2 > s1); /* ids grow in opening order */
+	paxosrsm_client c = {.session = s1, .seq = 1};
+	void *res1 = NULL, *res2 = NULL;
+	size_t l1 = 0, l2 = 0;
+	assert_int_equal(paxosrsm_submit(ec->r[0], &c, "op x", 4, 10000, &res1, &l1), DKV_OK);
+	/* the same (session, seq) again, through another replica */
+	assert_int_equal(paxosrsm_submit(ec->r[2], &c, "op x", 4, 10000, &res2, &l2), DKV_OK);
+	assert_int_equal(l1, l2);
+	assert_memory_equal(res1, res2, l1);
+	free(res1);
+	free(res2);
+	c.seq = 2;
+	submit_ok(ec->r[1], "op y"); /* plain op */
+	assert_int_equal(paxosrsm_submit(ec->r[1], &c, "op z", 4, 10000, NULL, NULL), DKV_OK);
+	c.seq = 1; /* below the last applied: its result is gone */
+	assert_int_equal(paxosrsm_submit(ec->r[1], &c, "op x", 4, 10000, NULL, NULL), DKV_ERR_EXPIRED);
+	paxosrsm_client bogus = {.session = 999999999, .seq = 1};
+	assert_int_equal(paxosrsm_submit(ec->r[0], &bogus, "op w", 4, 10000, NULL, NULL),
+	                 DKV_ERR_EXPIRED);
+	WAIT_UNTIL(st_len(ec, 0) == 3 && st_len(ec, 1) == 3 && st_len(ec, 2) == 3, 10000);
+	assert_states_ok(ec);
+	paxosrsm_info in;
+	paxosrsm_get_info(ec->r[2], &in);
+	assert_int_equal(in.sessions, 2);
+	assert_int_equal(in.role, PAXOSRSM_VOTING);
+	ec_free(ec);
+}
+
+typedef struct {
+	paxosrsm *r;
+	int n;
+	uint64_t first;
+	int errors;
+} opener;
+
+static void *opener_main(void *arg)
+{
+	opener *o = arg;
+	for (int k = 0; k < o->n; k++) {
+		uint64_t s = 0;
+		if (paxosrsm_open_session(o->r, 30000, &s) != DKV_OK) {
+			o->errors++;
+			continue;
+		}
+		if (!o->first) o->first = s;
+		paxosrsm_client c = {.session = s, .seq = 1};
+		if (paxosrsm_submit(o->r, &c, "nostore", 7, 30000, NULL, NULL) != DKV_OK) o->errors++;
+	}
+	return NULL;
+}
+
+/* 100,000 clients, each opening a session and writing once: the table stays at
+ * PAXOSRSM_SESSIONS_MAX and the heap stays flat; the oldest sessions expire
+ * (EXPIRED, never a duplicate). */
+static void test_paxosrsm_engine_session_memory_flat_over_100000_clients(void **state)
+{
+	(void)state;
+	ecluster *ec = ec_start("flat", 3);
+	const int nthr = 16;
+	const int total = th_under_valgrind() ? 20000 : 100000;
+	opener o[16];
+	pthread_t t[16];
+	size_t heap_mid = 0;
+	for (int round = 0; round < 5; round++) {
+		for (int i = 0; i < nthr; i++) {
+			o[i] = (opener){.r = ec->r[i % 3], .n = total / 5 / nthr};
+			assert_int_equal(pthread_create(&t[i], NULL, opener_main, &o[i]), 0);
+		}
+		for (int i = 0; i < nthr; i++) pthread_join(t[i], NULL);
+		for (int i = 0; i < nthr; i++) assert_int_equal(o[i].errors, 0);
+		if (round == 1) heap_mid = th_live_heap();
+	}
+	size_t heap_end = th_live_heap();
+	paxosrsm_info in;
+	for (int i = 0; i < 3; i++) {
+		paxosrsm_get_info(ec->r[i], &in);
+		assert_true(in.sessions <= PAXOSRSM_SESSIONS_MAX);
+	}
+	print_message("  sessions held %lu, heap after 40%%: %zu, at the end: %zu\n", in.sessions,
+	              heap_mid, heap_end);
+	/* from 40k to 100k clients: no growth beyond noise (4 MiB) */
+	if (heap_mid) assert_true(heap_end <= heap_mid + 4u * 1024 * 1024);
+	/* the very first session was evicted long ago: EXPIRED, not applied */
+	paxosrsm_client c = {.session = o[0].first, .seq = 2};
+	size_t before = st_len(ec, 0);
+	assert_int_equal(paxosrsm_submit(ec->r[0], &c, "op late", 7, 10000, NULL, NULL),
+	                 DKV_ERR_EXPIRED);
+	assert_int_equal(st_len(ec, 0), before);
+	ec_free(ec);
+}
+
+/*
+ * Catch-up by snapshot. Replica 2 dies; the others go far past it and forget
+ * their log (paxos_done after apply; Min rises to replica 2's last Done); a
+ * fresh replica 2 starts empty at the same names and learns its old Done
+ * from its peers, so its next instance is forgotten. It must restore a peer's
+ * snapshot — never skip — and end with the identical state, nothing applied
+ * twice. (The old paxosrsm skipped: "seq 0 forgotten before applied; skipping".)
+ */
+static void test_paxosrsm_engine_catch_up_by_snapshot_after_peers_forgot(void **state)
+{
+	(void)state;
+	ecluster *ec = ec_start("snap", 3);
+	char op[32];
+	for (int k = 0; k < 20; k++) {
+		snprintf(op, sizeof op, "op a%d", k);
+		submit_ok(ec->r[k % 3], op);
+	}
+	WAIT_UNTIL(st_len(ec, 2) == 20, 10000);
+	paxosrsm_free(ec->r[2]);
+	ec->r[2] = NULL;
+	for (int k = 0; k < 100; k++) {
+		snprintf(op, sizeof op, "op b%d", k);
+		submit_ok(ec->r[k % 2], op);
+	}
+	paxosrsm_info in0;
+	paxosrsm_get_info(ec->r[0], &in0);
+	assert_true(in0.paxos_min >= 19); /* the peers forgot what replica 2 had applied */
+	st_clear(&ec->st[2]);
+	ec_start_one(ec, 2);
+	th_partition(ec->nm, (const int[]){0, 0, 0}); /* the links to its new socket */
+	/* it catches up by itself (traffic tells it how far the log goes) */
+	for (int k = 0; k < 5; k++) {
+		snprintf(op, sizeof op, "op c%d", k);
+		submit_ok(ec->r[k % 2], op);
+	}
+	for (int tries = 0; st_len(ec, 2) != 125; tries++) {
+		if (tries == 400) {
+			paxosrsm_info d;
+			paxosrsm_get_info(ec->r[2], &d);
+			fail_msg("replica 2: %zu ops, role %d applied %d min %d max %d restored %lu",
+			         st_len(ec, 2), d.role, d.applied, d.paxos_min, d.paxos_max,
+			         d.snapshots_restored);
+		}
+		th_sleep_ms(50);
+	}
+	assert_states_ok(ec);
+	paxosrsm_info in2;
+	paxosrsm_get_info(ec->r[2], &in2);
+	assert_true(in2.snapshots_restored >= 1);
+	assert_int_equal(in2.role, PAXOSRSM_VOTING);
+	pthread_mutex_lock(&ec->st[2].mu);
+	assert_true(ec->st[2].restores >= 1);
+	/* only what came after the snapshot was applied here */
+	assert_true(ec->st[2].applies < 125);
+	pthread_mutex_unlock(&ec->st[2].mu);
+	unsigned long sent = 0;
+	for (int i = 0; i < 2; i++) {
+		paxosrsm_get_info(ec->r[i], &in0);
+		sent += in0.snapshots_sent;
+	}
+	assert_true(sent >= 1);
+	/* and it serves: an op submitted at it is applied everywhere */
+	submit_ok(ec->r[2], "op d");
+	WAIT_UNTIL(st_len(ec, 0) == 126 && st_len(ec, 1) == 126, 10000);
+	assert_states_ok(ec);
+	ec_free(ec);
+}
+
+/*
+ * The wedge of issue 12: a fresh replica whose very first proposal goes to a
+ * seq its peers forgot. Its submit must complete (the old engine kept
+ * inflight_seq below next_apply and never proposed again); with a session the
+ * op is applied exactly once.
+ */
+static void test_paxosrsm_engine_first_proposal_meets_forgotten_no_wedge(void **state)
+{
+	(void)state;
+	ecluster *ec = ec_start("wedge", 3);
+	char op[32];
+	for (int k = 0; k < 10; k++) {
+		snprintf(op, sizeof op, "op a%d", k);
+		submit_ok(ec->r[k % 3], op);
+	}
+	WAIT_UNTIL(st_len(ec, 2) == 10, 10000);
+	uint64_t s = 0;
+	assert_int_equal(paxosrsm_open_session(ec->r[0], 10000, &s), DKV_OK);
+	paxosrsm_free(ec->r[2]);
+	for (int k = 0; k < 30; k++) {
+		snprintf(op, sizeof op, "op b%d", k);
+		submit_ok(ec->r[k % 2], op);
+	}
+	st_clear(&ec->st[2]);
+	ec_start_one(ec, 2);
+	th_partition(ec->nm, (const int[]){0, 0, 0}); /* the links to its new socket */
+	/* at once, before it heard anything: its proposal goes to seq 0 */
+	paxosrsm_client c = {.session = s, .seq = 1};
+	void *res = NULL;
+	size_t rl = 0;
+	int rc = paxosrsm_submit(ec->r[2], &c, "op w", 4, 20000, &res, &rl);
+	assert_int_equal(rc, DKV_OK);
+	assert_non_null(res);
+	free(res);
+	WAIT_UNTIL(st_len(ec, 0) == 41 && st_len(ec, 2) == 41, 10000);
+	assert_states_ok(ec);
+	ec_free(ec);
+}
+
+/* A replica whose apply fails (allocation failure) stops itself, logged; the
+ * others keep going and agree; the stopped one never applies past it. */
+static void test_paxosrsm_engine_apply_failure_stops_the_replica(void **state)
+{
+	(void)state;
+	ecluster *ec = ec_start("fail", 3);
+	submit_ok(ec->r[0], "op a");
+	WAIT_UNTIL(st_len(ec, 1) == 1, 10000);
+	pthread_mutex_lock(&ec->st[1].mu);
+	ec->st[1].fail = true;
+	pthread_mutex_unlock(&ec->st[1].mu);
+	submit_ok(ec->r[0], "fail b");
+	paxosrsm_info in;
+	for (int tries = 0;; tries++) {
+		paxosrsm_get_info(ec->r[1], &in);
+		if (in.role == PAXOSRSM_STOPPED) break;
+		assert_true(tries < 2000);
+		th_sleep_ms(5);
+	}
+	assert_int_equal(ec->st[1].failures, 1);
+	assert_int_equal(in.applied, 1);
+	assert_int_equal(paxosrsm_submit(ec->r[1], NULL, "op x", 4, 1000, NULL, NULL), DKV_ERR_KILLED);
+	for (int k = 0; k < 10; k++) {
+		char op[32];
+		snprintf(op, sizeof op, "op c%d", k);
+		submit_ok(ec->r[k % 2 ? 2 : 0], op);
+	}
+	WAIT_UNTIL(st_len(ec, 0) == 12 && st_len(ec, 2) == 12, 10000);
+	assert_int_equal(st_len(ec, 1), 1);
+	assert_states_ok(ec);
+	ec_free(ec);
+}
+
+/* A paxosrsm_make replica (no snapshot) that would need one stops itself
+ * rather than skip. */
+static void test_paxosrsm_legacy_replica_stops_instead_of_skipping(void **state)
+{
+	(void)state;
+	rcluster *rc = rc_start("legacy", 3);
+	char op[32];
+	for (int k = 0; k < 10; k++) {
+		snprintf(op, sizeof op, "op a%d", k);
+		assert_int_equal(paxosrsm_add_op(rc->r[k % 3], op, strlen(op)), DKV_OK);
+	}
+	WAIT_UNTIL(log_len(rc, 2) == 10, 10000);
+	paxosrsm_free(rc->r[2]);
+	for (int k = 0; k < 20; k++) {
+		snprintf(op, sizeof op, "op b%d", k);
+		assert_int_equal(paxosrsm_add_op(rc->r[k % 2], op, strlen(op)), DKV_OK);
+	}
+	pthread_mutex_lock(&rc->log[2].mu);
+	for (size_t k = 0; k < rc->log[2].n; k++) free(rc->log[2].ops[k]);
+	rc->log[2].n = 0;
+	pthread_mutex_unlock(&rc->log[2].mu);
+	rc->r[2] = paxosrsm_make(th_peers(rc->nm, 2), 3, 2, NULL, apply_cb, &rc->log[2]);
+	assert_non_null(rc->r[2]);
+	th_partition(rc->nm, (const int[]){0, 0, 0});
+	assert_int_equal(paxosrsm_add_op(rc->r[0], "op c", 4), DKV_OK);
+	paxosrsm_info in;
+	for (int tries = 0;; tries++) {
+		paxosrsm_get_info(rc->r[2], &in);
+		if (in.role == PAXOSRSM_STOPPED) break;
+		assert_true(tries < 4000);
+		th_sleep_ms(5);
+	}
+	/* it applied nothing out of order: its log is a prefix (empty or more) */
+	assert_logs_ok(rc);
+	rc_free(rc);
+}
+
+static void test_paxosrsm_start_rejects_bad_arguments(void **state)
+{
+	(void)state;
+	const char *peers[] = {"/nonexistent/x"};
+	errno = 0;
+	assert_null(paxosrsm_start(peers, 1, 0, NULL, NULL, NULL, NULL));
+	assert_int_equal(errno, EINVAL);
+	dkv_server_opts o = {.dir = "/tmp/x"};
+	errno = 0;
+	assert_null(paxosrsm_start(peers, 1, 0, NULL, &test_sm, NULL, &o));
+	assert_int_equal(errno, ENOTSUP);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -507,6 +999,14 @@ int main(void)
 		cmocka_unit_test(test_paxosrsm_free_with_ops_in_flight_leaks_nothing),
 		cmocka_unit_test(test_paxosrsm_on_shared_server),
 		cmocka_unit_test(test_paxosrsm_make_rejects_bad_arguments),
+		cmocka_unit_test(test_paxosrsm_engine_results_go_to_the_submitter),
+		cmocka_unit_test(test_paxosrsm_engine_sessions_dedup_and_expire),
+		cmocka_unit_test(test_paxosrsm_engine_session_memory_flat_over_100000_clients),
+		cmocka_unit_test(test_paxosrsm_engine_catch_up_by_snapshot_after_peers_forgot),
+		cmocka_unit_test(test_paxosrsm_engine_first_proposal_meets_forgotten_no_wedge),
+		cmocka_unit_test(test_paxosrsm_engine_apply_failure_stops_the_replica),
+		cmocka_unit_test(test_paxosrsm_legacy_replica_stops_instead_of_skipping),
+		cmocka_unit_test(test_paxosrsm_start_rejects_bad_arguments),
 	};
 	return th_run_suite("paxosrsm", tests);
 }

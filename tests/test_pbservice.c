@@ -13,8 +13,11 @@
  * failover, the clerk deadline, size limits, and kill/free hygiene.
  */
 #include "lib/harness.h"
+#include "lib/history.h"
+#include "lib/linearizability.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1308,6 +1311,329 @@ static void test_pbservice_restarted_lone_primary_on_the_same_path_never_serves(
 	env_stop(&e);
 }
 
+/* ------------------------------------------------------------ view service restarts */
+
+/* The view service's current view and whether it is acknowledged. */
+static viewservice_view vpeek(pb_env *e, bool *acked)
+{
+	viewservice_view v;
+	bool a;
+	viewservice_server_peek(e->vs, &v, &a);
+	if (acked != NULL)
+		*acked = a;
+	return v;
+}
+
+static bool acked_primary_is_not(pb_env *e, const char *p)
+{
+	bool a;
+	viewservice_view v = vpeek(e, &a);
+	return a && v.primary[0] != '\0' && strcmp(v.primary, p) != 0;
+}
+
+/* Kill the view service and start it again (opts NULL: the plain start). */
+static void vs_restart(pb_env *e, const dkv_server_opts *o)
+{
+	watch_stop(e->watch);
+	viewservice_server_free(e->vs);
+	e->vs = o != NULL ? viewservice_server_start_opts(e->vsh, o) : viewservice_server_start(e->vsh);
+	assert_non_null(e->vs);
+	e->watch = watch_start(e->vs);
+}
+
+/* Issue 14, schedule 1: the old primary and backup are the first to ping a view
+ * service restarted without its state. Today it starts again at view 1, which
+ * both ignore, and failover silently stops. Now it adopts the last view's primary
+ * at L + 2, the old backup rejoins at L + 3, and when the primary dies the backup
+ * takes over with every write. */
+static void test_pbservice_view_service_restart_keeps_failover_working(void **state)
+{
+	(void)state;
+	pb_env e;
+	env_start(&e, "vsra");
+	char n1[DKV_NAME_MAX], n2[DKV_NAME_MAX];
+	pb_port(&e, n1, 1);
+	pb_port(&e, n2, 2);
+	pbservice_server *s1 = start_server(&e, 1);
+	wait_view(&e, n1, "");
+	pbservice_server *s2 = start_server(&e, 2);
+	wait_view(&e, n1, n2);
+	pbservice_clerk *ck = new_clerk(&e);
+	assert_int_equal(pbservice_clerk_put(ck, "a", "1"), DKV_OK);
+	assert_int_equal(pbservice_clerk_append(ck, "a", "2"), DKV_OK);
+	unsigned l = vpeek(&e, NULL).viewnum;
+
+	/* The plain start — all that today's code offers. The first ping names
+	 * view l: the service knows it lost its state. */
+	vs_restart(&e, NULL);
+	WAIT_UNTIL(view_is(&e, n1, n2), 10000);
+	assert_int_equal(vpeek(&e, NULL).viewnum, l + 3);
+	pbservice_clerk *ck2 = new_clerk(&e);
+	check(ck2, "a", "12");
+	pbservice_server_kill(s1);
+	wait_view(&e, n2, "");
+	assert_int_equal(vpeek(&e, NULL).viewnum, l + 4);
+	check(ck2, "a", "12");
+	assert_int_equal(pbservice_clerk_append(ck2, "a", "3"), DKV_OK);
+	check(ck, "a", "123");
+
+	pbservice_clerk_free(ck);
+	pbservice_clerk_free(ck2);
+	pbservice_server_free(s1);
+	pbservice_server_free(s2);
+	env_stop(&e);
+}
+
+/* Issue 14, schedule 2: a fresh server is the first (and for a while the only)
+ * one to ping a view service restarted without its state, while the old pair
+ * still serves. Today it becomes primary of view 1 with an empty store (two
+ * primaries; a fresh clerk reads ""). Now it is not made primary: no view until
+ * the old pair reports, clerks that know the old primary keep being served, a new
+ * clerk waits, and after adoption every read sees the last write. */
+static void test_pbservice_view_service_restart_never_makes_a_fresh_server_primary(void **state)
+{
+	(void)state;
+	pb_env e;
+	env_start(&e, "vsrb");
+	char n1[DKV_NAME_MAX], n2[DKV_NAME_MAX], n3[DKV_NAME_MAX];
+	pb_port(&e, n1, 1);
+	pb_port(&e, n2, 2);
+	pb_port(&e, n3, 3);
+	/* s1 and s2 reach the view service through a hard link, which the restart
+	 * leaves pointing at the dead socket until the test re-links it. */
+	char vsha[DKV_NAME_MAX + 2];
+	snprintf(vsha, sizeof vsha, "%sa", e.vsh);
+	th_unlink(vsha);
+	assert_int_equal(link(e.vsh, vsha), 0);
+	pbservice_server *s1 = pbservice_server_start(vsha, n1);
+	assert_non_null(s1);
+	wait_view(&e, n1, "");
+	pbservice_server *s2 = pbservice_server_start(vsha, n2);
+	assert_non_null(s2);
+	wait_view(&e, n1, n2);
+	pbservice_clerk *ck = new_clerk(&e);
+	assert_int_equal(pbservice_clerk_put(ck, "a", "1"), DKV_OK);
+	unsigned l = vpeek(&e, NULL).viewnum;
+
+	th_unlink(vsha);
+	dkv_server_opts lost = {.restart = true};
+	vs_restart(&e, &lost);
+	pbservice_server *s3 = start_server(&e, 3);
+	/* Only s3 pings: never a view, however long. */
+	for (int i = 0; i < DP * 3; i++) {
+		assert_int_equal(vpeek(&e, NULL).viewnum, 0);
+		th_sleep_ms(PI);
+	}
+	assert_int_equal(vpeek(&e, NULL).viewnum, 0);
+	/* The old pair keeps serving clerks that know it... */
+	assert_int_equal(pbservice_clerk_put(ck, "a", "2"), DKV_OK);
+	/* ...and a new clerk waits instead of reading "" from s3. */
+	pbservice_clerk *ckf = new_clerk(&e);
+	pbservice_clerk_set_timeout(ckf, 1000);
+	char *v = NULL;
+	assert_int_equal(pbservice_clerk_get(ckf, "a", &v), DKV_ERR_TIMEOUT);
+	assert_null(v);
+
+	/* The old pair reaches the new service: s1 is adopted at l + 2. */
+	assert_int_equal(link(e.vsh, vsha), 0);
+	WAIT_UNTIL(vpeek(&e, NULL).viewnum >= l + 2, 10000);
+	viewservice_view a = vpeek(&e, NULL);
+	assert_string_equal(a.primary, n1);
+	pbservice_clerk_set_timeout(ckf, 0);
+	check(ckf, "a", "2");
+	/* s3 (first to ping) becomes the backup and takes over with the data. */
+	wait_view(&e, n1, n3);
+	pbservice_server_kill(s1);
+	WAIT_UNTIL(acked_primary_is_not(&e, n1), 10000);
+	check(ckf, "a", "2");
+
+	pbservice_clerk_free(ck);
+	pbservice_clerk_free(ckf);
+	pbservice_server_free(s1);
+	pbservice_server_free(s2);
+	pbservice_server_free(s3);
+	th_unlink(vsha);
+	env_stop(&e);
+}
+
+/* The workload of the restart tests: clients on a few keys, recorded. */
+#define VR_CLIENTS 4
+#define VR_KEYS 3
+typedef struct {
+	pb_env *e;
+	th_history *h;
+	atomic_bool done;
+	int me;
+} vr_client;
+
+static void *vr_client_main(void *arg)
+{
+	vr_client *c = arg;
+	pbservice_clerk *ck = pbservice_clerk_new(c->e->vsh, "");
+	if (ck == NULL)
+		return NULL;
+	pbservice_clerk_set_timeout(ck, 2000);
+	uint64_t r = 0x9e3779b97f4a7c15ull * (uint64_t)(c->me + 1);
+	for (int i = 0; !atomic_load(&c->done); i++) {
+		r = r * 6364136223846793005ull + 1442695040888963407ull;
+		char key[8], val[32];
+		snprintf(key, sizeof key, "k%d", (int)((r >> 33) % VR_KEYS));
+		snprintf(val, sizeof val, "(%d.%d)", c->me, i);
+		int d = (int)((r >> 20) % 100);
+		th_op_kind kind = d < 45 ? TH_OP_APPEND : d < 55 ? TH_OP_PUT : TH_OP_GET;
+		int id = th_history_invoke(c->h, c->me, kind, key, val);
+		char *v = NULL;
+		int rc = kind == TH_OP_GET   ? pbservice_clerk_get(ck, key, &v)
+		         : kind == TH_OP_PUT ? pbservice_clerk_put(ck, key, val)
+		                             : pbservice_clerk_append(ck, key, val);
+		if (rc == DKV_OK)
+			th_history_return(c->h, id, v);
+		else
+			th_history_unknown(c->h, id);
+		free(v);
+	}
+	pbservice_clerk_free(ck);
+	return NULL;
+}
+
+static int vr_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/*
+ * The view service is killed and started again twice in the middle of a
+ * workload — with its directory, or without (restart) — and a primary is killed
+ * between the two restarts (so a failover must happen under the restarted
+ * service). No read is stale or empty: the history is linearizable. With the
+ * directory the service continues at exactly its saved view; without, it adopts
+ * the old primary at L + 2.
+ */
+static void vs_restart_workload(const char *tag, bool with_dir)
+{
+	char root[64] = "/tmp/dkv-pbtest-XXXXXX", dir[128];
+	assert_non_null(mkdtemp(root));
+	snprintf(dir, sizeof dir, "%s/vs", root);
+	dkv_server_opts o = {.dir = with_dir ? dir : NULL, .restart = !with_dir};
+	dkv_server_opts first = {.dir = with_dir ? dir : NULL};
+	pb_env e;
+	snprintf(e.tag, sizeof e.tag, "%s", tag);
+	char vtag[40];
+	snprintf(vtag, sizeof vtag, "%sv", tag);
+	th_port(e.vsh, "pb", vtag, 1);
+	e.vs = viewservice_server_start_opts(e.vsh, &first);
+	assert_non_null(e.vs);
+	e.watch = watch_start(e.vs);
+	e.vck = viewservice_clerk_new("", e.vsh);
+	char n[3][DKV_NAME_MAX];
+	pbservice_server *sv[3];
+	for (int i = 0; i < 3; i++) {
+		pb_port(&e, n[i], i + 1);
+		sv[i] = start_server(&e, i + 1);
+		if (i == 0)
+			wait_view(&e, n[0], "");
+		if (i == 1)
+			wait_view(&e, n[0], n[1]);
+	}
+
+	th_history *h = th_history_new();
+	assert_non_null(h);
+	vr_client c[VR_CLIENTS];
+	pthread_t t[VR_CLIENTS];
+	for (int i = 0; i < VR_CLIENTS; i++) {
+		c[i].e = &e;
+		c[i].h = h;
+		c[i].me = i;
+		atomic_init(&c[i].done, false);
+		assert_int_equal(pthread_create(&t[i], NULL, vr_client_main, &c[i]), 0);
+	}
+	int restarts = 0, failovers = 0;
+	for (int round = 0; round < 2; round++) {
+		th_sleep_ms(700);
+		bool acked;
+		viewservice_view before = vpeek(&e, &acked);
+		vs_restart(&e, &o);
+		restarts++;
+		if (with_dir) {
+			bool a2;
+			viewservice_view after = vpeek(&e, &a2);
+			assert_int_equal(after.viewnum, before.viewnum);
+			assert_string_equal(after.primary, before.primary);
+			assert_string_equal(after.backup, before.backup);
+			assert_int_equal(a2, acked);
+		} else {
+			WAIT_UNTIL(vpeek(&e, NULL).viewnum != 0, 10000);
+			viewservice_view after = vpeek(&e, NULL);
+			assert_int_equal(after.viewnum, before.viewnum + 2);
+			assert_string_equal(after.primary, before.primary);
+		}
+		if (round == 0) {
+			/* a failover under the restarted service */
+			th_sleep_ms(500);
+			int p = -1;
+			for (int i = 0; i < 3; i++)
+				if (strcmp(vpeek(&e, NULL).primary, n[i]) == 0)
+					p = i;
+			assert_true(p >= 0);
+			pbservice_server_free(sv[p]);
+			WAIT_UNTIL(acked_primary_is_not(&e, n[p]), 10000);
+			failovers++;
+			sv[p] = start_server(&e, p + 1); /* back, empty */
+			/* wait for a full pair again before the next restart */
+			WAIT_UNTIL(vpeek(&e, &acked).backup[0] != '\0' && acked, 10000);
+		}
+	}
+	th_sleep_ms(700);
+	for (int i = 0; i < VR_CLIENTS; i++)
+		atomic_store(&c[i].done, true);
+	for (int i = 0; i < VR_CLIENTS; i++)
+		pthread_join(t[i], NULL);
+	/* final reads */
+	pbservice_clerk *ck = new_clerk(&e);
+	pbservice_clerk_set_timeout(ck, 10000);
+	for (int k = 0; k < VR_KEYS; k++) {
+		char key[8];
+		snprintf(key, sizeof key, "k%d", k);
+		int id = th_history_invoke(h, VR_CLIENTS, TH_OP_GET, key, NULL);
+		char *v = NULL;
+		int rc = pbservice_clerk_get(ck, key, &v);
+		if (rc != DKV_OK)
+			fail_msg("%s: final Get(%s): %s", tag, key, dkv_strerror(rc));
+		th_history_return(h, id, v);
+		free(v);
+	}
+	size_t ok, unknown, failed;
+	th_history_counts(h, &ok, &unknown, &failed);
+	fprintf(stderr, "%s: ops ok %zu, unknown %zu; view service restarts %d, failovers %d\n",
+	        tag, ok, unknown, restarts, failovers);
+	th_lin_assert_ok(h, 60000, tag);
+	if (ok < 100)
+		fail_msg("%s: only %zu ops completed: a quiet run proves nothing", tag, ok);
+	assert_int_equal(restarts, 2);
+	assert_int_equal(failovers, 1);
+	th_history_free(h);
+	pbservice_clerk_free(ck);
+	for (int i = 0; i < 3; i++)
+		pbservice_server_free(sv[i]);
+	env_stop(&e);
+	(void)nftw(root, vr_rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void test_pbservice_view_service_restarted_on_its_directory_mid_workload(void **state)
+{
+	(void)state;
+	vs_restart_workload("vsrdir", true);
+}
+
+static void test_pbservice_view_service_restarted_without_state_mid_workload(void **state)
+{
+	(void)state;
+	vs_restart_workload("vsrmem", false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1329,6 +1655,10 @@ int main(void)
 		cmocka_unit_test(test_pbservice_kill_and_free_leave_no_threads_or_memory),
 		cmocka_unit_test(test_pbservice_constructors_survive_allocation_failure_at_every_step),
 		cmocka_unit_test(test_pbservice_store_keeps_every_key_across_growth),
+		cmocka_unit_test(test_pbservice_view_service_restart_keeps_failover_working),
+		cmocka_unit_test(test_pbservice_view_service_restart_never_makes_a_fresh_server_primary),
+		cmocka_unit_test(test_pbservice_view_service_restarted_on_its_directory_mid_workload),
+		cmocka_unit_test(test_pbservice_view_service_restarted_without_state_mid_workload),
 	};
 	return th_run_suite("pbservice", tests);
 }

@@ -24,6 +24,7 @@
 #include "../shardmaster/sm_core.h"
 #include "../shardmaster/sm_wire.h"
 #include "dkv/paxos.h"
+#include "dkv/paxosrsm.h"
 #include "dkv/shardmaster.h"
 #include "dkv_internal.h"
 #include "sm_prot.h"
@@ -432,33 +433,6 @@ static void test_shardmaster_core_noop_and_malformed_mutations_change_nothing(vo
 	sm_state_destroy(&st);
 }
 
-/* The at-most-once table reports a request as seen with its result, and forgets the least recently used clerk when full. */
-static void test_shardmaster_core_at_most_once_table_forgets_oldest_clerk(void **state)
-{
-	(void)state;
-	sm_state st;
-	assert_int_equal(sm_state_init(&st), DKV_OK);
-	int err = -1;
-	assert_false(sm_state_seen(&st, 77, 1, &err));
-	sm_state_record(&st, 77, 1, DKV_ERR_INVAL);
-	assert_true(sm_state_seen(&st, 77, 1, &err));
-	assert_int_equal(err, DKV_ERR_INVAL);
-	assert_false(sm_state_seen(&st, 77, 2, &err));
-	sm_state_record(&st, 77, 2, DKV_OK);
-	assert_true(sm_state_seen(&st, 77, 1, &err)); /* an old retry */
-	assert_int_equal(err, DKV_OK);
-	for (uint64_t id = 1000; id < 1000 + SM_DUP_MAX - 1; id++)
-		sm_state_record(&st, id, 5, DKV_OK);
-	sm_state_record(&st, 77, 3, DKV_OK); /* 77 becomes the most recent */
-	sm_state_record(&st, 5000, 1, DKV_OK); /* full: evicts 1000, the oldest */
-	assert_int_equal(st.ndups, SM_DUP_MAX);
-	assert_false(sm_state_seen(&st, 1000, 5, NULL));
-	assert_true(sm_state_seen(&st, 1001, 5, NULL));
-	assert_true(sm_state_seen(&st, 77, 3, NULL));
-	assert_true(sm_state_seen(&st, 5000, 1, NULL));
-	sm_state_destroy(&st);
-}
-
 /* Snapshot equality of two configurations (same group order: both copies of one). */
 static bool same_config(const shardmaster_config *a, const shardmaster_config *b)
 {
@@ -473,6 +447,183 @@ static bool same_config(const shardmaster_config *a, const shardmaster_config *b
 				return false;
 	}
 	return true;
+}
+
+/* Apply one encoded op through the machine; its result err (and id). */
+static int machine_op(sm_state *st, const sm_op *op, uint64_t *id)
+{
+	void *buf = NULL, *res = NULL;
+	size_t len = 0, rlen = 0;
+	assert_int_equal(sm_op_encode(op, &buf, &len), DKV_OK);
+	assert_int_equal(sm_machine_apply(st, buf, len, &res, &rlen), DKV_OK);
+	free(buf);
+	int err = -1;
+	uint64_t got = 0;
+	assert_int_equal(sm_result_decode(res, rlen, &err, &got), DKV_OK);
+	free(res);
+	if (id != NULL)
+		*id = got;
+	return err;
+}
+
+/* The machine: ops through their encoding give the mutations' results, refused
+ * and undecodable ops change nothing, NEW_ID hands out 1, 2, 3 … */
+static void test_shardmaster_machine_apply_results_and_ids(void **state)
+{
+	(void)state;
+	sm_state st;
+	assert_int_equal(sm_state_init(&st), DKV_OK);
+	sm_op j = { .kind = SM_OP_JOIN };
+	j.sm_op_u.join.gid = 4;
+	j.sm_op_u.join.servers.servers_len = 3;
+	j.sm_op_u.join.servers.servers_val = (char **)ABC;
+	assert_int_equal(machine_op(&st, &j, NULL), DKV_OK);
+	assert_int_equal(st.nconfigs, 2);
+	sm_op m = { .kind = SM_OP_MOVE };
+	m.sm_op_u.move.shard = 1;
+	m.sm_op_u.move.gid = 99;
+	assert_int_equal(machine_op(&st, &m, NULL), DKV_ERR_INVAL); /* not a member */
+	j.sm_op_u.join.gid = 0;
+	assert_int_equal(machine_op(&st, &j, NULL), DKV_ERR_INVAL);
+	assert_int_equal(st.nconfigs, 2);
+	sm_op q = { .kind = SM_OP_QUERY };
+	assert_int_equal(machine_op(&st, &q, NULL), DKV_OK);
+	sm_op nid = { .kind = SM_OP_NEW_ID };
+	for (uint64_t want = 1; want <= 5; want++) {
+		uint64_t id = 0;
+		assert_int_equal(machine_op(&st, &nid, &id), DKV_OK);
+		assert_int_equal(id, want);
+	}
+	sm_op l = { .kind = SM_OP_LEAVE };
+	l.sm_op_u.leave_gid = 4;
+	assert_int_equal(machine_op(&st, &l, NULL), DKV_OK);
+	assert_int_equal(st.nconfigs, 3);
+	/* Garbage in the log: refused, the same everywhere, nothing changes. */
+	void *res = NULL;
+	size_t rlen = 0;
+	int err = -1;
+	assert_int_equal(sm_machine_apply(&st, "\xff\xff\xff\x7f", 4, &res, &rlen), DKV_OK);
+	assert_int_equal(sm_result_decode(res, rlen, &err, NULL), DKV_OK);
+	assert_int_equal(err, DKV_ERR_INVAL);
+	free(res);
+	assert_int_equal(st.nconfigs, 3);
+	sm_state_destroy(&st);
+}
+
+/* Snapshot then restore gives an equal state (history and id counter); a
+ * restore replaces what was there; malformed snapshots are refused and change
+ * nothing; allocation failures in either leave the state as it was. */
+static void test_shardmaster_machine_snapshot_restore_round_trip(void **state)
+{
+	(void)state;
+	sm_state a;
+	assert_int_equal(sm_state_init(&a), DKV_OK);
+	for (int64_t g = 1; g <= 20; g++)
+		assert_int_equal(sm_state_join(&a, g, ABC, 3), DKV_OK);
+	for (int64_t g = 1; g <= 20; g += 3)
+		assert_int_equal(sm_state_leave(&a, g), DKV_OK);
+	a.last_id = 777;
+	void *snap = NULL;
+	size_t len = 0;
+	assert_int_equal(sm_machine_snapshot(&a, &snap, &len), DKV_OK);
+
+	sm_state b;
+	assert_int_equal(sm_state_init(&b), DKV_OK);
+	assert_int_equal(sm_state_join(&b, 55, ABC, 1), DKV_OK); /* replaced by the restore */
+	assert_int_equal(sm_machine_restore(&b, snap, len), DKV_OK);
+	assert_int_equal(b.nconfigs, a.nconfigs);
+	assert_int_equal(b.last_id, 777);
+	for (int i = 0; i < a.nconfigs; i++)
+		assert_true(same_config(&a.configs[i], &b.configs[i]));
+	/* The restored state goes on like the original. */
+	assert_int_equal(sm_state_join(&a, 100, ABC, 2), DKV_OK);
+	assert_int_equal(sm_state_join(&b, 100, ABC, 2), DKV_OK);
+	assert_true(same_config(sm_state_query(&a, -1), sm_state_query(&b, -1)));
+	void *snap2 = NULL;
+	size_t len2 = 0;
+	assert_int_equal(sm_machine_snapshot(&b, &snap2, &len2), DKV_OK);
+	free(snap2);
+
+	/* Malformed: truncated, trailing bytes, garbage. */
+	int before = b.nconfigs;
+	assert_int_equal(sm_machine_restore(&b, snap, len - 1), DKV_ERR_INVAL);
+	char *longer = malloc(len + 4);
+	memcpy(longer, snap, len);
+	memset(longer + len, 0, 4);
+	assert_int_equal(sm_machine_restore(&b, longer, len + 4), DKV_ERR_INVAL);
+	free(longer);
+	assert_int_equal(sm_machine_restore(&b, "nope", 4), DKV_ERR_INVAL);
+	assert_int_equal(b.nconfigs, before);
+
+	/* Allocation failures: snapshot and restore fail cleanly, then succeed. */
+	for (unsigned long n = 1;; n++) {
+		void *s2 = NULL;
+		size_t l2 = 0;
+		dkv_alloc_fail_after(n);
+		int rc = sm_machine_snapshot(&a, &s2, &l2);
+		dkv_alloc_fail_after(0);
+		if (rc == DKV_OK) {
+			free(s2);
+			break;
+		}
+		assert_int_equal(rc, DKV_ERR_NOMEM);
+		assert_null(s2);
+		assert_true(n < 10000);
+	}
+	for (unsigned long n = 1;; n++) {
+		dkv_alloc_fail_after(n);
+		int rc = sm_machine_restore(&b, snap, len);
+		dkv_alloc_fail_after(0);
+		if (rc == DKV_OK)
+			break;
+		assert_int_equal(rc, DKV_ERR_NOMEM);
+		assert_int_equal(b.nconfigs, before); /* unchanged */
+		assert_true(n < 10000);
+	}
+	assert_int_equal(b.last_id, 777);
+	free(snap);
+	sm_state_destroy(&a);
+	sm_state_destroy(&b);
+}
+
+/* An allocation failure while applying an agreed op fails apply (the engine
+ * then stops the replica) and leaves the state as it was: it never half-applies. */
+static void test_shardmaster_machine_apply_out_of_memory_changes_nothing(void **state)
+{
+	(void)state;
+	sm_state st;
+	assert_int_equal(sm_state_init(&st), DKV_OK);
+	for (int64_t g = 1; g <= 3; g++)
+		assert_int_equal(sm_state_join(&st, g, ABC, 3), DKV_OK);
+	sm_op j = { .kind = SM_OP_JOIN };
+	j.sm_op_u.join.gid = 9;
+	j.sm_op_u.join.servers.servers_len = 3;
+	j.sm_op_u.join.servers.servers_val = (char **)ABC;
+	void *buf = NULL;
+	size_t len = 0;
+	assert_int_equal(sm_op_encode(&j, &buf, &len), DKV_OK);
+	int failures = 0;
+	for (unsigned long n = 1;; n++) {
+		int before = st.nconfigs;
+		void *res = NULL;
+		size_t rlen = 0;
+		dkv_alloc_fail_after(n);
+		int rc = sm_machine_apply(&st, buf, len, &res, &rlen);
+		dkv_alloc_fail_after(0);
+		if (rc == DKV_OK) {
+			assert_int_equal(st.nconfigs, before + 1);
+			free(res);
+			break;
+		}
+		failures++;
+		assert_int_equal(rc, DKV_ERR_NOMEM);
+		assert_null(res);
+		assert_int_equal(st.nconfigs, before);
+		assert_true(n < 1000);
+	}
+	assert_true(failures > 0);
+	free(buf);
+	sm_state_destroy(&st);
 }
 
 /* One mutation of the NOMEM walk: 0 join 9, 1 leave 2, 2 move 0 -> 3. */
@@ -1147,7 +1298,7 @@ static void test_shardmaster_malformed_requests_are_invalid(void **state)
 	dkv_rpc_pool *pool = dkv_rpc_pool_new();
 	assert_non_null(pool);
 	sm_reply r;
-	sm_join_args ja = { .client_id = 1, .seq = 1, .gid = 0 };
+	sm_join_args ja = { .session = 1, .seq = 1, .gid = 0 };
 	ja.servers.servers_len = 3;
 	ja.servers.servers_val = (char **)ABC;
 	memset(&r, 0, sizeof r);
@@ -1170,13 +1321,13 @@ static void test_shardmaster_malformed_requests_are_invalid(void **state)
 	                              (xdrproc_t)xdr_sm_join_args, &ja, (xdrproc_t)xdr_sm_reply, &r, 0),
 	                 DKV_OK);
 	assert_int_equal(r.err, DKV_ERR_INVAL);
-	sm_leave_args la = { .client_id = 1, .seq = 2, .gid = -1 };
+	sm_leave_args la = { .session = 1, .seq = 2, .gid = -1 };
 	memset(&r, 0, sizeof r);
 	assert_int_equal(dkv_rpc_call(pool, c->names[2], SHARDMASTER_PROG, SHARDMASTER_V1, SM_LEAVE,
 	                              (xdrproc_t)xdr_sm_leave_args, &la, (xdrproc_t)xdr_sm_reply, &r, 0),
 	                 DKV_OK);
 	assert_int_equal(r.err, DKV_ERR_INVAL);
-	sm_move_args ma = { .client_id = 1, .seq = 3, .shard = NS, .gid = 5 };
+	sm_move_args ma = { .session = 1, .seq = 3, .shard = NS, .gid = 5 };
 	memset(&r, 0, sizeof r);
 	assert_int_equal(dkv_rpc_call(pool, c->names[0], SHARDMASTER_PROG, SHARDMASTER_V1, SM_MOVE,
 	                              (xdrproc_t)xdr_sm_move_args, &ma, (xdrproc_t)xdr_sm_reply, &r, 0),
@@ -1425,6 +1576,238 @@ static void test_shardmaster_minority_replica_does_not_block_clerks(void **state
 	shardmaster_config_free(cf);
 }
 
+/* ---------------------------------------------------------------- restarts, sessions, failures */
+
+static paxosrsm_role role_of(shardmaster_server *s)
+{
+	paxosrsm_info info;
+	paxosrsm_get_info(sm_server_rsm(s), &info);
+	return info.role;
+}
+
+/* A replica restarted in memory mode (restart) after its peers forgot the log
+ * catches up from a peer's snapshot and serves the latest configuration
+ * through a clerk that knows only it; then another replica dies and the
+ * service goes on (the restarted one votes again). */
+static void test_shardmaster_restarted_replica_catches_up_after_peers_forgot_the_log(void **state)
+{
+	cluster *c = *state;
+	for (int64_t g = 1; g <= 6; g++)
+		join_ok(c->ck, g, ABC, 3);
+	assert_int_equal(shardmaster_clerk_move(c->ck, 0, 2), DKV_OK);
+	leave_ok(c->ck, 3);
+	/* Every replica applies (and is Done with) everything: the peers forget. */
+	for (int r = 0; r < NSM; r++) {
+		shardmaster_config *x = query(c->cka[r], -1);
+		shardmaster_config_free(x);
+	}
+	WAIT_UNTIL(paxos_min(shardmaster_server_paxos(c->sm[1])) > 3 &&
+	               paxos_min(shardmaster_server_paxos(c->sm[2])) > 3,
+	           20000);
+	shardmaster_config *before = query(c->ck, -1);
+
+	shardmaster_server_free(c->sm[0]);
+	dkv_server_opts o = { .restart = true };
+	c->sm[0] = shardmaster_server_start_opts(c->names, NSM, 0, &o);
+	if (c->sm[0] == NULL)
+		fail_msg("restart: %s", strerror(errno));
+	/* A clerk that knows only the restarted replica sees the latest state. */
+	shardmaster_config *got = query(c->cka[0], -1);
+	assert_same_config(got, before);
+	shardmaster_config_free(got);
+	for (int n = 0; n <= before->num; n++) {
+		shardmaster_config *x = query(c->cka[0], n), *y = query(c->cka[1], n);
+		assert_same_config(x, y);
+		shardmaster_config_free(x);
+		shardmaster_config_free(y);
+	}
+	paxosrsm_info info;
+	paxosrsm_get_info(sm_server_rsm(c->sm[0]), &info);
+	assert_true(info.snapshots_restored >= 1);
+
+	/* Another replica dies: replicas 0 (restarted) and 2 are the majority now. */
+	shardmaster_server_kill(c->sm[1]);
+	shardmaster_clerk_set_timeout(c->ck, 30000);
+	join_ok(c->ck, 77, XYZ, 3);
+	shardmaster_config *after = query(c->cka[0], -1);
+	assert_int_equal(after->num, before->num + 1);
+	assert_non_null(group_of(after, 77));
+	shardmaster_config *after2 = query(c->cka[2], -1);
+	assert_same_config(after, after2);
+	shardmaster_config_free(after);
+	shardmaster_config_free(after2);
+	shardmaster_config_free(before);
+	assert_int_equal(role_of(c->sm[0]), PAXOSRSM_VOTING);
+}
+
+/* dir is not supported yet: ENOTSUP, nothing started. */
+static void test_shardmaster_start_opts_with_a_directory_is_not_supported_yet(void **state)
+{
+	(void)state;
+	char name[DKV_NAME_MAX];
+	th_port(name, "sm", "dir", 0);
+	const char *names[] = { name };
+	dkv_server_opts o = { .dir = "/nonexistent-dkv" };
+	errno = 0;
+	assert_null(shardmaster_server_start_opts(names, 1, 0, &o));
+	assert_int_equal(errno, ENOTSUP);
+	shardmaster_server *s = shardmaster_server_start_opts(names, 1, 0, NULL);
+	assert_non_null(s);
+	shardmaster_server_free(s);
+}
+
+static int raw_open(dkv_rpc_pool *pool, const char *name, int kind, uint64_t *id)
+{
+	sm_session_args a = { .kind = kind };
+	sm_session_reply r;
+	memset(&r, 0, sizeof r);
+	int rc = dkv_rpc_call(pool, name, SHARDMASTER_PROG, SHARDMASTER_V1, SM_OPEN_SESSION,
+	                      (xdrproc_t)xdr_sm_session_args, &a, (xdrproc_t)xdr_sm_session_reply,
+	                      &r, 10000);
+	if (rc != DKV_OK)
+		return rc;
+	*id = r.session;
+	rc = r.err;
+	xdr_free((xdrproc_t)xdr_sm_session_reply, (char *)&r);
+	return rc;
+}
+
+typedef struct {
+	const char *name;
+	int n;
+	int errors;
+	uint64_t max_id;
+} opener_arg;
+
+static void *opener(void *p)
+{
+	opener_arg *a = p;
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	for (int i = 0; i < a->n; i++) {
+		uint64_t id = 0;
+		if (raw_open(pool, a->name, SM_SESSION_CLERK, &id) != DKV_OK)
+			a->errors++;
+		else if (id > a->max_id)
+			a->max_id = id;
+	}
+	dkv_rpc_pool_free(pool);
+	return NULL;
+}
+
+/* A clerk session that the log expired (more than PAXOSRSM_SESSIONS_MAX
+ * sessions opened since) is refused with DKV_ERR_EXPIRED — a late retry of
+ * its Join is never applied a second time — and a clerk whose session expired
+ * between two requests goes on transparently with a new one. */
+static void test_shardmaster_expired_session_gets_expired_never_a_duplicate(void **state)
+{
+	cluster *c = *state;
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	uint64_t sess = 0;
+	assert_int_equal(raw_open(pool, c->names[0], SM_SESSION_CLERK, &sess), DKV_OK);
+	assert_true(sess > 0);
+	sm_join_args ja = { .session = sess, .seq = 1, .gid = 5 };
+	ja.servers.servers_len = 3;
+	ja.servers.servers_val = (char **)ABC;
+	sm_reply r;
+	memset(&r, 0, sizeof r);
+	assert_int_equal(dkv_rpc_call(pool, c->names[1], SHARDMASTER_PROG, SHARDMASTER_V1, SM_JOIN,
+	                              (xdrproc_t)xdr_sm_join_args, &ja, (xdrproc_t)xdr_sm_reply, &r, 0),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_OK);
+	/* A retry while the session is alive: the first result, nothing applied. */
+	memset(&r, 0, sizeof r);
+	assert_int_equal(dkv_rpc_call(pool, c->names[2], SHARDMASTER_PROG, SHARDMASTER_V1, SM_JOIN,
+	                              (xdrproc_t)xdr_sm_join_args, &ja, (xdrproc_t)xdr_sm_reply, &r, 0),
+	                 DKV_OK);
+	assert_int_equal(r.err, DKV_OK);
+	leave_ok(c->ck, 5); /* the clerk's session is opened here */
+	shardmaster_config *mid = query(c->ck, -1);
+	assert_null(group_of(mid, 5));
+
+	/* Expire both: open more sessions than the table holds, from 8 threads. */
+	enum { NT = 8 };
+	pthread_t th[NT];
+	opener_arg args[NT];
+	int per = (int)(PAXOSRSM_SESSIONS_MAX / NT) + 8;
+	for (int i = 0; i < NT; i++) {
+		args[i] = (opener_arg){ .name = c->names[i % NSM], .n = per };
+		assert_int_equal(pthread_create(&th[i], NULL, opener, &args[i]), 0);
+	}
+	int errors = 0;
+	for (int i = 0; i < NT; i++) {
+		pthread_join(th[i], NULL);
+		errors += args[i].errors;
+	}
+	assert_int_equal(errors, 0);
+	paxosrsm_info info;
+	paxosrsm_get_info(sm_server_rsm(c->sm[0]), &info);
+	assert_true(info.sessions <= PAXOSRSM_SESSIONS_MAX);
+
+	/* The late retry of the expired session's Join: EXPIRED, not applied again. */
+	for (int i = 0; i < NSM; i++) {
+		memset(&r, 0, sizeof r);
+		assert_int_equal(dkv_rpc_call(pool, c->names[i], SHARDMASTER_PROG, SHARDMASTER_V1,
+		                              SM_JOIN, (xdrproc_t)xdr_sm_join_args, &ja,
+		                              (xdrproc_t)xdr_sm_reply, &r, 0),
+		                 DKV_OK);
+		assert_int_equal(r.err, DKV_ERR_EXPIRED);
+	}
+	shardmaster_config *now = query(c->ck, -1);
+	assert_int_equal(now->num, mid->num);
+	assert_null(group_of(now, 5));
+	shardmaster_config_free(now);
+
+	/* The clerk's own session expired too: its next Join is refused on the
+	 * first attempt (never applied), so it reopens and succeeds, once. */
+	join_ok(c->ck, 6, XYZ, 3);
+	now = query(c->ck, -1);
+	assert_int_equal(now->num, mid->num + 1);
+	assert_non_null(group_of(now, 6));
+	shardmaster_config_free(now);
+	shardmaster_config_free(mid);
+
+	/* Global ids (shardkv's sessions) increase. */
+	uint64_t a = 0, b = 0;
+	assert_int_equal(raw_open(pool, c->names[0], SM_SESSION_GLOBAL, &a), DKV_OK);
+	assert_int_equal(raw_open(pool, c->names[2], SM_SESSION_GLOBAL, &b), DKV_OK);
+	assert_true(a > 0 && b > a);
+	dkv_rpc_pool_free(pool);
+}
+
+/* An allocation failure while a replica applies an agreed op stops that
+ * replica (it never diverges); the others keep serving and agree. */
+static void test_shardmaster_apply_failure_stops_the_replica(void **state)
+{
+	cluster *c = *state;
+	join_ok(c->ck, 1, ABC, 3);
+	shardmaster_clerk_set_timeout(c->ck, 5000);
+	int stopped = -1;
+	int64_t gid = 100;
+	for (unsigned long n = 1; stopped < 0; n++) {
+		assert_true(n < 5000);
+		dkv_alloc_fail_after(n % 97 + 1);
+		(void)shardmaster_clerk_join(c->ck, gid++, ABC, 3);
+		dkv_alloc_fail_after(0);
+		for (int r = 0; r < NSM; r++)
+			if (role_of(c->sm[r]) == PAXOSRSM_STOPPED)
+				stopped = r;
+	}
+	print_message("replica %d stopped itself\n", stopped);
+	/* The two others serve and agree. */
+	shardmaster_clerk_set_timeout(c->ck, 30000);
+	join_ok(c->ck, 9999, XYZ, 3);
+	int a = (stopped + 1) % NSM, b = (stopped + 2) % NSM;
+	shardmaster_config *x = query(c->cka[a], -1), *y = query(c->cka[b], -1);
+	assert_same_config(x, y);
+	assert_non_null(group_of(x, 9999));
+	shardmaster_config_free(x);
+	shardmaster_config_free(y);
+	/* The stopped one answers nothing. */
+	shardmaster_clerk_set_timeout(c->cka[stopped], 500);
+	shardmaster_config *z = NULL;
+	assert_int_equal(shardmaster_clerk_query(c->cka[stopped], -1, &z), DKV_ERR_TIMEOUT);
+}
+
 /* ================================================================ main */
 
 #define CLUSTER_TEST(f) cmocka_unit_test_setup_teardown(f, cluster_setup, cluster_teardown)
@@ -1438,7 +1821,9 @@ int main(void)
 		cmocka_unit_test(test_shardmaster_core_more_groups_than_shards_get_one_shard_each),
 		cmocka_unit_test(test_shardmaster_core_leave_of_last_group_returns_shards_to_gid_zero),
 		cmocka_unit_test(test_shardmaster_core_noop_and_malformed_mutations_change_nothing),
-		cmocka_unit_test(test_shardmaster_core_at_most_once_table_forgets_oldest_clerk),
+		cmocka_unit_test(test_shardmaster_machine_apply_results_and_ids),
+		cmocka_unit_test(test_shardmaster_machine_snapshot_restore_round_trip),
+		cmocka_unit_test(test_shardmaster_machine_apply_out_of_memory_changes_nothing),
 		cmocka_unit_test(test_shardmaster_core_out_of_memory_changes_nothing),
 		CLUSTER_TEST(test_shardmaster_basic_leave_join_balances_and_keeps_server_lists),
 		CLUSTER_TEST(test_shardmaster_basic_historical_queries_return_recorded_configs),
@@ -1457,6 +1842,10 @@ int main(void)
 		CLUSTER_TEST(test_shardmaster_unreliable_replicas_apply_each_request_once),
 		CLUSTER_TEST(test_shardmaster_unreliable_history_matches_the_model),
 		CLUSTER_TEST(test_shardmaster_kill_is_idempotent_and_others_keep_serving),
+		CLUSTER_TEST(test_shardmaster_restarted_replica_catches_up_after_peers_forgot_the_log),
+		cmocka_unit_test(test_shardmaster_start_opts_with_a_directory_is_not_supported_yet),
+		CLUSTER_TEST(test_shardmaster_expired_session_gets_expired_never_a_duplicate),
+		CLUSTER_TEST(test_shardmaster_apply_failure_stops_the_replica),
 		cmocka_unit_test_setup_teardown(test_shardmaster_minority_replica_does_not_block_clerks,
 		                                pcluster_setup, pcluster_teardown),
 	};

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -329,7 +331,8 @@ static void test_viewservice_core_waits_for_the_primary_ack_before_any_change(vo
 	vs_core_destroy(&c);
 }
 
-/* A Ping(0) from the primary, after it pinged a view, is a restart: the backup takes over. */
+/* A Ping(0) from the primary, after it pinged a view, is a restart: the backup takes
+ * over and (UMich) the restarted server is its backup in that same view change. */
 static void test_viewservice_core_treats_ping_zero_from_the_primary_as_a_restart(void **state)
 {
 	(void)state;
@@ -342,12 +345,14 @@ static void test_viewservice_core_treats_ping_zero_from_the_primary_as_a_restart
 	vs_core_ping(&c, "a", 2, 3, &v);
 	vs_core_ping(&c, "b", 2, 4, &v);
 	assert_core_view(&c, 2, "a", "b");
-	/* No missed ping at all: the restart alone makes a dead. */
+	/* No missed ping at all: the restart alone ends a's term as primary. */
 	vs_core_ping(&c, "a", 0, 5, &v);
-	assert_core_view(&c, 3, "b", "");
-	/* The restarted server is an idle volunteer once b acks. */
+	assert_core_view(&c, 3, "b", "a");
+	/* b acks; a's next Ping(0) (it has not learned view 3 yet) is no new restart. */
 	vs_core_ping(&c, "b", 3, 6, &v);
-	assert_core_view(&c, 4, "b", "a");
+	vs_core_ping(&c, "a", 0, 7, &v);
+	vs_core_tick(&c, 8);
+	assert_core_view(&c, 3, "b", "a");
 	vs_core_destroy(&c);
 }
 
@@ -510,6 +515,255 @@ static void test_viewservice_core_step_checker_rejects_impossible_view_steps(voi
 	assert_true(vs_core_check_step(&v3, &ok, why, sizeof why));
 }
 
+/* ------------------------------------------------------------ UMich timing rules */
+
+/* One ping interval of the core's life: every server in `live` pings (with the
+ * viewnum it knows) and the ticker runs at the end of the interval. */
+static void interval(vs_core *c, uint64_t *t, const char *const *live, const unsigned *nums,
+                     int n)
+{
+	viewservice_view v;
+	for (int i = 0; i < n; i++)
+		vs_core_ping(c, live[i], nums[i], *t + (uint64_t)i, &v);
+	*t += PI;
+	vs_core_tick(c, *t);
+}
+
+/* The UMich EECS 491 sequence, each step with its exact view: view 1 from one
+ * Ping(0); views change on the Ping itself; a restarted primary becomes the backup
+ * in the same view change; a silent backup or primary is replaced after more than
+ * DeadPings - 1 and at most DeadPings + 1 intervals. */
+static void test_viewservice_core_follows_the_umich_sequence_view_by_view(void **state)
+{
+	(void)state;
+	vs_core c;
+	vs_core_init(&c, DEAD);
+	viewservice_view v;
+	uint64_t t = 1000;
+	/* A single Ping(0): view 1 at once, and still view 1 after one interval. */
+	vs_core_ping(&c, "a", 0, t, &v);
+	assert_int_equal(v.viewnum, 1);
+	assert_core_view(&c, 1, "a", "");
+	t += PI;
+	vs_core_tick(&c, t);
+	assert_core_view(&c, 1, "a", "");
+	/* a acks; b's Ping(0) makes it backup on that very ping (no tick needed). */
+	vs_core_ping(&c, "a", 1, t, &v);
+	assert_core_view(&c, 1, "a", "");
+	vs_core_ping(&c, "b", 0, t + 1, &v);
+	assert_int_equal(v.viewnum, 2);
+	assert_core_view(&c, 2, "a", "b");
+	vs_core_ping(&c, "b", 2, t + 2, &v);
+	vs_core_ping(&c, "a", 2, t + 3, &v);
+	assert_core_view(&c, 2, "a", "b");
+	/* The primary restarts: after that one ping round the view is exactly
+	 * (old backup, restarted server, n + 1), decided on the Ping(0) itself. */
+	vs_core_ping(&c, "a", 0, t + 4, &v);
+	assert_int_equal(v.viewnum, 3);
+	assert_string_equal(v.primary, "b");
+	assert_string_equal(v.backup, "a");
+	vs_core_ping(&c, "b", 2, t + 5, &v); /* b has not seen view 3 yet: no ack */
+	assert_core_view(&c, 3, "b", "a");
+	t += PI;
+	vs_core_tick(&c, t);
+	assert_core_view(&c, 3, "b", "a");
+	/* b acks view 3 (its last ping); a, still pinging 0 until it learns view 3,
+	 * is no new restart. */
+	uint64_t b_last = t;
+	vs_core_ping(&c, "b", 3, t, &v);
+	vs_core_ping(&c, "a", 0, t + 1, &v);
+	assert_core_view(&c, 3, "b", "a");
+
+	/* The primary b is silent from now on; a pings every interval. Not replaced
+	 * DeadPings - 1 intervals after b's last ping, replaced by DeadPings + 1:
+	 * view 4 = (a, ""). */
+	const char *only_a[] = {"a"};
+	unsigned n3[] = {3};
+	while (t + PI <= b_last + (uint64_t)(DP - 1) * PI)
+		interval(&c, &t, only_a, n3, 1);
+	assert_core_view(&c, 3, "b", "a");
+	while (t + PI <= b_last + (uint64_t)(DP + 1) * PI)
+		interval(&c, &t, only_a, n3, 1);
+	assert_core_view(&c, 4, "a", "");
+
+	/* a acks 4; c's Ping(0) makes it backup on the ping: view 5 = (a, c). */
+	vs_core_ping(&c, "a", 4, t, &v);
+	vs_core_ping(&c, "c", 0, t + 1, &v);
+	assert_core_view(&c, 5, "a", "c");
+	vs_core_ping(&c, "a", 5, t + 2, &v);
+	uint64_t c_last = t + 3;
+	vs_core_ping(&c, "c", 5, c_last, &v);
+	/* The backup c goes silent: removed after more than DP - 1, at most DP + 1 intervals. */
+	unsigned n5[] = {5};
+	while (t + PI <= c_last + (uint64_t)(DP - 1) * PI)
+		interval(&c, &t, only_a, n5, 1);
+	assert_core_view(&c, 5, "a", "c");
+	while (t + PI <= c_last + (uint64_t)(DP + 1) * PI)
+		interval(&c, &t, only_a, n5, 1);
+	assert_core_view(&c, 6, "a", "");
+	vs_core_destroy(&c);
+}
+
+/* ------------------------------------------------------------ lost state */
+
+/* A report: "I hold view (n, p, b)" with or without its data. */
+static vs_report rep(unsigned n, const char *p, const char *b, bool data)
+{
+	vs_report r;
+	memset(&r, 0, sizeof r);
+	r.view.viewnum = n;
+	snprintf(r.view.primary, sizeof r.view.primary, "%s", p);
+	snprintf(r.view.backup, sizeof r.view.backup, "%s", b);
+	r.data = data;
+	return r;
+}
+
+static void rping(vs_core *c, const char *me, unsigned viewnum, vs_report r, uint64_t t)
+{
+	viewservice_view v;
+	vs_core_ping_report(c, me, viewnum, &r, t, &v);
+}
+
+/* Issue 14, schedule 1: the old primary and backup ping a restarted (state lost)
+ * service first. It does not start again at view 1 (which both would ignore, and
+ * failover would silently stop): it adopts the last view's primary at L + 2 once
+ * the backup confirms L, and failover then works. */
+static void test_viewservice_core_lost_state_adopts_the_old_pair_and_fails_over(void **state)
+{
+	(void)state;
+	vs_core c;
+	vs_core_init_lost(&c, DEAD);
+	uint64_t t = 0;
+	rping(&c, "p", 7, rep(7, "p", "b", true), t++);
+	assert_core_view(&c, 0, "", ""); /* the backup has not confirmed view 7 */
+	rping(&c, "p", 7, rep(7, "p", "b", true), t++);
+	assert_core_view(&c, 0, "", "");
+	rping(&c, "b", 7, rep(7, "p", "b", true), t++);
+	assert_core_view(&c, 9, "p", "");
+	assert_false(c.acked);
+	/* p learns view 9 and acks it; b (idle now) becomes backup on that ping. */
+	rping(&c, "b", 7, rep(7, "p", "b", true), t++);
+	rping(&c, "p", 9, rep(9, "p", "", true), t++);
+	assert_core_view(&c, 10, "p", "b");
+	rping(&c, "p", 10, rep(10, "p", "b", true), t++);
+	rping(&c, "b", 10, rep(10, "p", "b", true), t++);
+	/* p dies: b takes over — failover did not stop. */
+	for (uint64_t end = t + DEAD + 2 * PI; t < end; t += PI) {
+		rping(&c, "b", 10, rep(10, "p", "b", true), t);
+		vs_core_tick(&c, t);
+	}
+	assert_core_view(&c, 11, "b", "");
+	vs_core_destroy(&c);
+}
+
+/* Issue 14, schedule 2: a fresh server pings a restarted service first. It is not
+ * made primary (it would serve an empty store next to the old primary); the old
+ * lone primary is adopted when it pings, and the fresh server becomes its backup. */
+static void test_viewservice_core_lost_state_never_makes_a_fresh_server_primary(void **state)
+{
+	(void)state;
+	vs_core c;
+	vs_core_init_lost(&c, DEAD);
+	uint64_t t = 0;
+	for (int i = 0; i < 20; i++, t += PI) {
+		rping(&c, "f", 0, rep(0, "", "", false), t);
+		vs_core_tick(&c, t);
+		assert_core_view(&c, 0, "", "");
+	}
+	/* A lab clerk's ping (no report) changes nothing either. */
+	viewservice_view v;
+	vs_core_ping(&c, "g", 0, t, &v);
+	assert_int_equal(v.viewnum, 0);
+	/* The old lone primary of view 5 pings: adopted at 7, and f joins after the ack. */
+	rping(&c, "p", 5, rep(5, "p", "", true), t);
+	assert_core_view(&c, 7, "p", "");
+	rping(&c, "f", 0, rep(0, "", "", false), t + 1);
+	assert_core_view(&c, 7, "p", "");
+	rping(&c, "p", 7, rep(7, "p", "", true), t + 2);
+	assert_core_view(&c, 8, "p", "f");
+	vs_core_destroy(&c);
+}
+
+/* What the recovering service must not adopt: a primary whose backup is silent or
+ * restarted or holds another view, a primary that someone knows to be stale, an idle
+ * server that reports the current view, a primary without data. */
+static void test_viewservice_core_lost_state_adopts_nobody_it_cannot_vouch_for(void **state)
+{
+	(void)state;
+	uint64_t t = 0;
+	/* 1. the backup never pings: wait, however long */
+	vs_core c;
+	vs_core_init_lost(&c, DEAD);
+	for (int i = 0; i < 100; i++, t += PI) {
+		rping(&c, "p", 7, rep(7, "p", "b", true), t);
+		vs_core_tick(&c, t);
+	}
+	assert_core_view(&c, 0, "", "");
+	/* 2. the backup pings, but restarted (no memory of view 7): still nothing */
+	rping(&c, "b", 0, rep(0, "", "", false), t);
+	rping(&c, "p", 7, rep(7, "p", "b", true), t + 1);
+	assert_core_view(&c, 0, "", "");
+	vs_core_destroy(&c);
+
+	/* 3. the backup holds a later view (it became primary of 8 with c): p is stale */
+	vs_core_init_lost(&c, DEAD);
+	rping(&c, "p", 7, rep(7, "p", "b", true), 0);
+	rping(&c, "b", 8, rep(8, "b", "c", true), 1);
+	assert_core_view(&c, 0, "", "");
+	/* ...and b is not adopted until c confirms view 8 */
+	rping(&c, "x", 8, rep(8, "b", "c", false), 2); /* an idle server: not a holder */
+	assert_core_view(&c, 0, "", "");
+	rping(&c, "c", 8, rep(8, "b", "c", true), 3);
+	assert_core_view(&c, 10, "b", "");
+	vs_core_destroy(&c);
+
+	/* 4. a lone primary of view 5, but someone has seen view 7: p may be stale */
+	vs_core_init_lost(&c, DEAD);
+	rping(&c, "i", 7, rep(7, "q", "r", false), 0);
+	rping(&c, "p", 5, rep(5, "p", "", true), 1);
+	assert_core_view(&c, 0, "", "");
+	viewservice_view v;
+	vs_core_ping(&c, "p", 5, 2, &v); /* a ping without a report is no claim either */
+	assert_core_view(&c, 0, "", "");
+	vs_core_destroy(&c);
+
+	/* 5. a primary without its data (restarted after the view was made) */
+	vs_core_init_lost(&c, DEAD);
+	rping(&c, "p", 5, rep(5, "p", "", false), 0);
+	assert_core_view(&c, 0, "", "");
+	vs_core_destroy(&c);
+
+	/* 6. a fresh (plain) service whose first ping names a view: it lost its state */
+	vs_core_init(&c, DEAD);
+	vs_core_ping(&c, "p", 4, 0, &v);
+	assert_int_equal(v.viewnum, 0);
+	assert_true(c.recovering);
+	rping(&c, "f", 0, rep(0, "", "", false), 1);
+	assert_core_view(&c, 0, "", "");
+	rping(&c, "p", 4, rep(4, "p", "", true), 2);
+	assert_core_view(&c, 6, "p", "");
+	vs_core_destroy(&c);
+}
+
+/* A view restored from disk is exactly the one saved, and its members get dead_ms
+ * to ping before they count as dead; a restored primary's Ping(0) is a restart. */
+static void test_viewservice_core_restore_resumes_at_the_saved_view(void **state)
+{
+	(void)state;
+	vs_core c;
+	vs_core_init(&c, DEAD);
+	viewservice_view saved = {6, "p", "b"};
+	vs_core_restore(&c, &saved, true, 6, 6, 5000);
+	assert_core_view(&c, 6, "p", "b");
+	assert_true(c.acked);
+	vs_core_tick(&c, 5000 + DEAD - 1);
+	assert_core_view(&c, 6, "p", "b");
+	viewservice_view v;
+	vs_core_ping(&c, "p", 0, 5000 + DEAD - 1, &v); /* p restarted meanwhile */
+	assert_core_view(&c, 7, "b", "p");
+	vs_core_destroy(&c);
+}
+
 /* ------------------------------------------------------------ the RPC shell */
 
 /* Restart detection over RPC: a backup's Ping(0) drops it; a primary's Ping(0) promotes the backup. */
@@ -541,12 +795,12 @@ static void test_viewservice_detects_restarts_of_primary_and_backup_over_rpc(voi
 	assert_string_equal(v.backup, n2);
 	ping(ck2, 4);
 	ping(ck1, 4);
-	/* primary restart */
+	/* primary restart: the backup takes over, the restarted server is its backup */
 	v = ping(ck1, 0);
 	assert_int_equal(v.viewnum, 5);
 	assert_string_equal(v.primary, n2);
-	assert_string_equal(v.backup, "");
-	assert_view(ck1, n2, "", 5);
+	assert_string_equal(v.backup, n1);
+	assert_view(ck1, n2, n1, 5);
 	viewservice_clerk_free(ck1);
 	viewservice_clerk_free(ck2);
 	viewservice_server_free(vs);
@@ -806,6 +1060,200 @@ static void test_viewservice_constructors_survive_allocation_failure_at_every_st
 	assert_true(started);
 }
 
+/* ------------------------------------------------------------ the data directory */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* A fresh per-test temporary directory (removed by rm_tree). */
+static char *tmp_tree(char *buf, size_t len)
+{
+	snprintf(buf, len, "/tmp/dkv-vstest-XXXXXX");
+	assert_non_null(mkdtemp(buf));
+	return buf;
+}
+
+static void rm_tree(const char *path)
+{
+	(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void assert_peek(viewservice_server *vs, unsigned n, const char *p, const char *b,
+                        bool acked)
+{
+	viewservice_view v;
+	bool a;
+	viewservice_server_peek(vs, &v, &a);
+	assert_int_equal(v.viewnum, n);
+	assert_string_equal(v.primary, p);
+	assert_string_equal(v.backup, b);
+	assert_int_equal(a, acked);
+}
+
+/* Started again on its directory (fsync'ed or not), the service resumes at exactly
+ * the view it had handed out and whether it was acknowledged; restart detection of
+ * the restored primary works across the restart. */
+static void test_viewservice_resumes_at_the_exact_view_from_its_directory(void **state)
+{
+	(void)state;
+	char root[64], dir[128];
+	tmp_tree(root, sizeof root);
+	snprintf(dir, sizeof dir, "%s/vs", root); /* created by the start */
+	char vsh[DKV_NAME_MAX], n1[DKV_NAME_MAX], n2[DKV_NAME_MAX];
+	th_port(vsh, "viewserver", "dirv", 0);
+	th_port(n1, "viewserver", "dir1", 0);
+	th_port(n2, "viewserver", "dir2", 0);
+	for (int no_fsync = 0; no_fsync <= 1; no_fsync++) {
+		rm_tree(dir);
+		dkv_server_opts o = {.dir = dir, .no_fsync = no_fsync};
+		viewservice_server *vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		viewservice_clerk *ck1 = viewservice_clerk_new(n1, vsh);
+		viewservice_clerk *ck2 = viewservice_clerk_new(n2, vsh);
+		ping(ck1, 0);
+		ping(ck1, 1);
+		viewservice_view v = ping(ck2, 0);
+		assert_int_equal(v.viewnum, 2);
+		assert_peek(vs, 2, n1, n2, false); /* revealed, not acknowledged: on disk */
+		viewservice_server_free(vs);
+		vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		assert_peek(vs, 2, n1, n2, false);
+		ping(ck2, 2);
+		ping(ck1, 2);
+		assert_peek(vs, 2, n1, n2, true);
+		viewservice_server_free(vs);
+
+		/* restart flag with a directory that holds state: the directory wins */
+		o.restart = true;
+		vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		assert_peek(vs, 2, n1, n2, true);
+		assert_view(ck1, n1, n2, 2);
+		/* n1 restarted while the service was down: its Ping(0) is a restart */
+		v = ping(ck1, 0);
+		assert_int_equal(v.viewnum, 3);
+		assert_string_equal(v.primary, n2);
+		assert_string_equal(v.backup, n1);
+		viewservice_server_free(vs);
+		vs = viewservice_server_start_opts(vsh, &o);
+		assert_non_null(vs);
+		assert_peek(vs, 3, n2, n1, false);
+		viewservice_server_free(vs);
+		viewservice_clerk_free(ck1);
+		viewservice_clerk_free(ck2);
+	}
+	rm_tree(root);
+}
+
+/* A directory that cannot be used: NULL and errno — EBUSY (in use, released by
+ * kill), EINVAL (another server's, or not dkv's), EIO (damaged state), ENOTDIR. */
+static void test_viewservice_refuses_a_directory_it_cannot_use(void **state)
+{
+	(void)state;
+	char root[64], dir[128], path[256];
+	tmp_tree(root, sizeof root);
+	snprintf(dir, sizeof dir, "%s/vs", root);
+	char vsh[DKV_NAME_MAX], vsh2[DKV_NAME_MAX], n1[DKV_NAME_MAX];
+	th_port(vsh, "viewserver", "badv", 0);
+	th_port(vsh2, "viewserver", "badw", 0);
+	th_port(n1, "viewserver", "bad1", 0);
+	dkv_server_opts o = {.dir = dir};
+	viewservice_server *vs = viewservice_server_start_opts(vsh, &o);
+	assert_non_null(vs);
+	viewservice_clerk *ck = viewservice_clerk_new(n1, vsh);
+	ping(ck, 0);
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o));
+	assert_int_equal(errno, EBUSY);
+	viewservice_server_kill(vs); /* releases the directory */
+	viewservice_server *vs2 = viewservice_server_start_opts(vsh, &o);
+	assert_non_null(vs2);
+	assert_peek(vs2, 1, n1, "", false);
+	viewservice_server_free(vs2);
+	viewservice_server_free(vs);
+
+	/* another server's directory */
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh2, &o));
+	assert_int_equal(errno, EINVAL);
+
+	/* damaged state: one byte flipped */
+	snprintf(path, sizeof path, "%s/STATE", dir);
+	FILE *f = fopen(path, "r+b");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 20, SEEK_SET), 0);
+	int c = fgetc(f);
+	assert_int_equal(fseek(f, 20, SEEK_SET), 0);
+	fputc(c ^ 0x40, f);
+	fclose(f);
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o));
+	assert_int_equal(errno, EIO);
+
+	/* not a dkv directory; a file where the directory should be */
+	char other[128];
+	snprintf(other, sizeof other, "%s/other", root);
+	assert_int_equal(mkdir(other, 0700), 0);
+	snprintf(path, sizeof path, "%s/notes.txt", other);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	dkv_server_opts o2 = {.dir = other};
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o2));
+	assert_int_equal(errno, EINVAL);
+	dkv_server_opts o3 = {.dir = path};
+	errno = 0;
+	assert_null(viewservice_server_start_opts(vsh, &o3));
+	assert_int_equal(errno, ENOTDIR);
+	viewservice_clerk_free(ck);
+	rm_tree(root);
+}
+
+/* Restarted without its state (restart, no directory; or a fresh directory), the
+ * service hands out no view to pings without a report, however long; a fresh
+ * directory records that, so a later start on it without the flag still knows. */
+static void test_viewservice_restarted_without_state_hands_out_no_view(void **state)
+{
+	(void)state;
+	char root[64], dir[128];
+	tmp_tree(root, sizeof root);
+	snprintf(dir, sizeof dir, "%s/vs", root);
+	char vsh[DKV_NAME_MAX], n1[DKV_NAME_MAX], n2[DKV_NAME_MAX];
+	th_port(vsh, "viewserver", "lostv", 0);
+	th_port(n1, "viewserver", "lost1", 0);
+	th_port(n2, "viewserver", "lost2", 0);
+	dkv_server_opts mem = {.restart = true};
+	dkv_server_opts disk = {.dir = dir, .restart = true};
+	dkv_server_opts disk_plain = {.dir = dir};
+	const dkv_server_opts *starts[] = {&mem, &disk, &disk_plain};
+	for (int k = 0; k < 3; k++) {
+		viewservice_server *vs = viewservice_server_start_opts(vsh, starts[k]);
+		assert_non_null(vs);
+		viewservice_clerk *ck1 = viewservice_clerk_new(n1, vsh);
+		viewservice_clerk *ck2 = viewservice_clerk_new(n2, vsh);
+		for (int i = 0; i < 2 * DP; i++) {
+			viewservice_view v = ping(ck1, 0);
+			assert_int_equal(v.viewnum, 0);
+			v = ping(ck2, 0);
+			assert_int_equal(v.viewnum, 0);
+			th_sleep_ms(PI / 2);
+		}
+		assert_view(ck1, "", "", 0);
+		assert_peek(vs, 0, "", "", false);
+		viewservice_clerk_free(ck1);
+		viewservice_clerk_free(ck2);
+		viewservice_server_free(vs);
+	}
+	rm_tree(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -819,6 +1267,11 @@ int main(void)
 		cmocka_unit_test(test_viewservice_core_never_makes_an_idle_server_primary),
 		cmocka_unit_test(test_viewservice_core_forgets_long_silent_idle_servers),
 		cmocka_unit_test(test_viewservice_core_step_checker_rejects_impossible_view_steps),
+		cmocka_unit_test(test_viewservice_core_follows_the_umich_sequence_view_by_view),
+		cmocka_unit_test(test_viewservice_core_lost_state_adopts_the_old_pair_and_fails_over),
+		cmocka_unit_test(test_viewservice_core_lost_state_never_makes_a_fresh_server_primary),
+		cmocka_unit_test(test_viewservice_core_lost_state_adopts_nobody_it_cannot_vouch_for),
+		cmocka_unit_test(test_viewservice_core_restore_resumes_at_the_saved_view),
 		cmocka_unit_test(test_viewservice_detects_restarts_of_primary_and_backup_over_rpc),
 		cmocka_unit_test(test_viewservice_counts_every_rpc_it_receives),
 		cmocka_unit_test(test_viewservice_kill_and_free_leave_no_threads_or_memory),
@@ -826,6 +1279,9 @@ int main(void)
 		cmocka_unit_test(test_viewservice_clerk_calls_to_a_dead_server_return_net_error_and_empty_view),
 		cmocka_unit_test(test_viewservice_rejects_bad_names_and_short_buffers),
 		cmocka_unit_test(test_viewservice_constructors_survive_allocation_failure_at_every_step),
+		cmocka_unit_test(test_viewservice_resumes_at_the_exact_view_from_its_directory),
+		cmocka_unit_test(test_viewservice_refuses_a_directory_it_cannot_use),
+		cmocka_unit_test(test_viewservice_restarted_without_state_hands_out_no_view),
 	};
 	return th_run_suite("viewservice", tests);
 }

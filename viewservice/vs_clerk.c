@@ -112,6 +112,7 @@ int viewservice_clerk_ping(viewservice_clerk *ck, unsigned viewnum, viewservice_
 	vs_ping_args args;
 	args.me = ck->me;
 	args.viewnum = viewnum;
+	args.report = NULL;
 	return call_view(ck, VS_PING, (xdrproc_t)xdr_vs_ping_args, &args, out);
 }
 

@@ -25,14 +25,18 @@ extern "C" {
 #endif
 
 /*
- * How long a server keeps a client's at-most-once record after that client's
- * last Put or Append (in log time: the proposers' wall clocks as carried in the
- * log). A Put or Append still unanswered KVPAXOS_CLIENT_TTL_MS / 2 after the
- * clerk first sent it is refused (the clerk returns DKV_ERR_TIMEOUT: it may or
- * may not have been applied), which is what makes forgetting records safe. The
- * replicas' wall clocks must agree to well within this bound.
+ * At-most-once. A clerk opens a session (an operation in the replicas' log,
+ * which assigns its id) before its first Put or Append and numbers its writes
+ * in it; the replicas keep, per session, the last write applied and its
+ * answer, in a table of bounded size (PAXOSRSM_SESSIONS_MAX sessions: opening
+ * one more forgets the least recently used, a decision taken in the log —
+ * no clock of any replica is ever compared). A clerk whose session was
+ * forgotten gets DKV_ERR_EXPIRED from the replicas: if that is the answer to
+ * the first attempt of a write, the write was never applied anywhere, so the
+ * clerk opens a new session and sends it again by itself; if an earlier
+ * attempt had been sent, the call returns DKV_ERR_EXPIRED (it may or may not
+ * have been applied; it will not be applied later).
  */
-#define KVPAXOS_CLIENT_TTL_MS (10u * 60u * 1000u)
 
 typedef struct kvpaxos_server kvpaxos_server;
 typedef struct kvpaxos_clerk kvpaxos_clerk;
@@ -112,9 +116,9 @@ int kvpaxos_clerk_get(kvpaxos_clerk *ck, const char *key, char **value);
  * current value followed by `value` (both borrowed). Applied at most once.
  * Blocks like kvpaxos_clerk_get. Returns DKV_OK, DKV_ERR_INVAL (too long: an
  * Append that would make the value longer than DKV_VALUE_MAX is not applied),
- * DKV_ERR_TIMEOUT (the deadline passed, or — even without a deadline — the call
- * was still unanswered KVPAXOS_CLIENT_TTL_MS / 2 after it was first sent; either
- * way it may or may not have been applied).
+ * DKV_ERR_TIMEOUT (the deadline passed: it may or may not have been applied),
+ * DKV_ERR_EXPIRED (the clerk's session was forgotten after the write had been
+ * sent: it may or may not have been applied; see "At-most-once" above).
  */
 int kvpaxos_clerk_put(kvpaxos_clerk *ck, const char *key, const char *value);
 int kvpaxos_clerk_append(kvpaxos_clerk *ck, const char *key, const char *value);

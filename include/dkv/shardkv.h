@@ -19,6 +19,15 @@
  * DKV_ERR_INVAL. A Get of a key never written yields DKV_OK and "".
  * Client operations are linearizable, also across reconfigurations; Put and
  * Append are applied at most once even when the clerk retries or the shard moves.
+ *
+ * Sessions: a clerk's Puts and Appends run under a session whose id the shard
+ * master hands out (global, increasing). Each shard remembers a bounded number
+ * of sessions (the least recently used is expired when more arrive), and the
+ * table moves with the shard. A clerk whose session expired follows one rule:
+ * if no earlier attempt of the call can have been applied, it opens a new
+ * session and sends the call again, transparently; otherwise the call returns
+ * DKV_ERR_EXPIRED — the Put or Append may or may not have been applied, and it
+ * is never applied twice. Gets carry no session.
  */
 #ifndef DKV_SHARDKV_H
 #define DKV_SHARDKV_H
@@ -129,7 +138,8 @@ int shardkv_clerk_get(shardkv_clerk *c, const char *key, char **value);
  * shardkv_clerk_put / shardkv_clerk_append: set `key` to `value`, or append
  * `value` to it (both borrowed). Blocks like shardkv_clerk_get. DKV_ERR_INVAL:
  * key or value NULL, key over DKV_KEY_MAX, value (for Append: the value it
- * would produce) over DKV_VALUE_MAX.
+ * would produce) over DKV_VALUE_MAX. DKV_ERR_EXPIRED: the clerk's session
+ * expired while the call was retried (see the top of this file).
  */
 int shardkv_clerk_put(shardkv_clerk *c, const char *key, const char *value);
 int shardkv_clerk_append(shardkv_clerk *c, const char *key, const char *value);

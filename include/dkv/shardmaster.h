@@ -17,7 +17,18 @@
  * group keeps its first server list); so does a Move of a shard to the group
  * that already has it. A Move to a gid that is not in the latest configuration
  * is refused (DKV_ERR_INVAL, no new configuration). A clerk's retried Join,
- * Leave or Move is applied at most once (client id + sequence number).
+ * Leave or Move is applied at most once (a session kept in the shard master's
+ * log + a sequence number).
+ *
+ * Sessions expire: the replicas remember a bounded number of clerk sessions
+ * (PAXOSRSM_SESSIONS_MAX, dkv/paxosrsm.h); opening one beyond that expires the
+ * least recently used, a decision taken in the log. A clerk whose session
+ * expired follows one rule: if the expiry is reported to the first attempt of
+ * a request (nothing of it can have been applied), the clerk opens a new
+ * session and sends the request again, transparently; if it is reported to a
+ * retry (an earlier attempt may have been applied), the call returns
+ * DKV_ERR_EXPIRED — the request may or may not have been applied, and it is
+ * never applied twice.
  */
 #ifndef DKV_SHARDMASTER_H
 #define DKV_SHARDMASTER_H
@@ -132,7 +143,8 @@ void shardmaster_clerk_set_timeout(shardmaster_clerk *c, unsigned ms);
  * servers NULL, n <= 0 or n > 64, a server name NULL, empty or longer than
  * DKV_NAME_MAX - 1, num < -1, out NULL — or, decided by the replicas, a Move
  * to a gid that is not in the latest configuration, or a Join when the
- * configuration already has 10000 groups.
+ * configuration already has 10000 groups. DKV_ERR_EXPIRED (Join, Leave, Move):
+ * the clerk's session expired while it retried (see the top of this file).
  */
 int shardmaster_clerk_join(shardmaster_clerk *c, int64_t gid, const char *const *servers, int n);
 int shardmaster_clerk_leave(shardmaster_clerk *c, int64_t gid);

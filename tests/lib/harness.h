@@ -34,6 +34,32 @@ int th_run_group_impl(const char *name, const struct CMUnitTest *tests, size_t n
  * their workloads down, never their assertions. */
 bool th_under_valgrind(void);
 
+/*
+ * Every test of a suite run by th_run_suite gets a harness teardown (after the
+ * test's own, if any) that fails the test when a background thread reported a
+ * failure (th_bg_fail) and undoes the test's th_setenv/th_unsetenv calls.
+ */
+
+/*
+ * th_bg_fail: from a thread other than the test's: record a failure of the
+ * current test (the first one is kept, later ones are counted). The test
+ * fails at th_assert_no_bg_failure() or, at the latest, in the harness
+ * teardown. fail_msg must not be called from such a thread: cmocka's jump
+ * buffer belongs to the test's thread.
+ */
+__attribute__((format(printf, 1, 2))) void th_bg_fail(const char *fmt, ...);
+/* th_assert_no_bg_failure: fail the test (from its own thread) if a
+ * background thread reported a failure since the last check; clears it. */
+void th_assert_no_bg_failure(void);
+/* th_on_test_thread: the caller is the thread running the cmocka test. */
+bool th_on_test_thread(void);
+
+/* th_setenv / th_unsetenv: setenv/unsetenv for the current test only: the
+ * variable's previous state comes back in the harness teardown, even when
+ * the test fails half-way. */
+void th_setenv(const char *name, const char *value);
+void th_unsetenv(const char *name);
+
 /* ------------------------------------------------------------ time */
 
 uint64_t th_now_ms(void);
@@ -99,7 +125,9 @@ void th_partition(th_names *nm, const int *group_of);
  * th_links: the general, possibly non-transitive, form: reach[i*n+j] says
  * whether server i can reach server j (i == j is always linked). Removes every
  * pair link first. A bridge: two sides that cannot reach each other, and one
- * server that reaches, and is reached by, both.
+ * server that reaches, and is reached by, both. A failed link fails the test:
+ * at once on the test's thread; from a background thread (a partitioner)
+ * through th_bg_fail, and the remaining links are still made.
  */
 void th_links(th_names *nm, const bool *reach);
 /* th_bridge: `bridge` joins side A (side_of[i] == 0) and side B (== 1); the
