@@ -1443,9 +1443,14 @@ int main(int argc, char **argv)
 		say("  faults      SIGKILLed %u shardkv replicas (one per group) and %u shard master; "
 		    "%d shard moves\n",
 		    n_killed, n_sm_killed, n_moves);
-		say("  restarts    %u replicas (and %u shard master) on their data directories; %u with "
-		    "its directory wiped; ",
-		    n_restarted, n_sm_killed, n_wiped);
+		if (cfg.memory)
+			say("  restarts    %u replicas (and %u shard master) with --restart, their state from "
+			    "their peers (--memory); ",
+			    n_restarted, n_sm_killed);
+		else
+			say("  restarts    %u replicas (and %u shard master) on their data directories; %u "
+			    "with its directory wiped; ",
+			    n_restarted, n_sm_killed, n_wiped);
 		if (group_off >= 0 && n_group_restarts > 0)
 			say("group %d SIGKILLed whole and restarted (%u replicas)\n", FIRST_GID + group_off,
 			    n_group_replicas);
