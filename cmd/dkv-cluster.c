@@ -115,6 +115,9 @@ static const char usage_text[] =
 	"        --hold            after the workload, write 'hold' to the --ack-log and\n"
 	"                          wait for SIGUSR1 before checking and stopping (an outside\n"
 	"                          checker reads the cluster meanwhile)\n"
+	"        --memory          no data directories: state in memory only; killed\n"
+	"                          replicas restart with --restart and rebuild their\n"
+	"                          state from their peers (no whole-group restart)\n"
 	"    -h, --help            show this text and exit\n"
 	"    -V, --version         show the version and exit\n"
 	"\n"
@@ -135,6 +138,7 @@ static struct {
 	bool keep_logs;
 	const char *ack_log; /* --ack-log FILE, or NULL */
 	bool hold;           /* --hold */
+	bool memory; /* --memory: no data directories */
 	bool tty;
 	char bindir[PATH_MAX];
 	char dkvd[PATH_MAX + 8], dkvctl[PATH_MAX + 8];
@@ -501,8 +505,10 @@ static void spawn_daemon(int i)
 	}
 	argv[n++] = "--me";
 	argv[n++] = me;
-	argv[n++] = "--dir";
-	argv[n++] = d->dir;
+	if (!cfg.memory) {
+		argv[n++] = "--dir";
+		argv[n++] = d->dir;
+	}
 	if (d->starts > 0)
 		argv[n++] = "--restart";
 	argv[n] = NULL;
@@ -569,6 +575,9 @@ static int start_cluster(void)
 				fprintf(stderr, "dkv-cluster: %s (dkvd) exited during start-up; its log:\n",
 				        d->label);
 				show_log_tail(d);
+				if (log_contains(d, "lacks it"))
+					fprintf(stderr, "dkv-cluster: this build of dkvd has no data directories: "
+					                "try --memory\n");
 				return -1;
 			}
 			if (cli_now_ms() > deadline) {
@@ -1002,7 +1011,10 @@ static bool restart(struct daemon *d, const char *what, bool wiped)
 	}
 	d->killed = false;
 	bool up = wait_serving(d);
-	if (up)
+	if (up && cfg.memory)
+		event("restart %s with --restart, state from its peers (pid %ld, serving after %llu ms)",
+		      what, (long)d->pid, (unsigned long long)(cli_now_ms() - t0));
+	else if (up)
 		event("restart %s on its %s directory with --restart (pid %ld, serving after %llu ms)",
 		      what, wiped ? "wiped" : "data", (long)d->pid,
 		      (unsigned long long)(cli_now_ms() - t0));
@@ -1047,6 +1059,10 @@ static bool lose_disk(void)
 		event("not wiping a replica: a group of %d would lose its majority", cfg.replicas);
 		return true;
 	}
+	if (cfg.memory) {
+		event("--memory: no directory to wipe (every restart rebuilds from the peers)");
+		return true;
+	}
 	int r = rand_r(&cfg.seed) % cfg.replicas;
 	struct daemon *d = group_replica(0, r);
 	char what[64];
@@ -1064,6 +1080,10 @@ static bool lose_disk(void)
 /* power_cycle_group: SIGKILL every replica of one group at once, then start them all again. */
 static bool power_cycle_group(void)
 {
+	if (cfg.memory) {
+		event("--memory: not stopping a whole group (its state would be gone)");
+		return true;
+	}
 	int g = cfg.groups > 1 ? 1 : 0;
 	group_off = g;
 	char what[64];
@@ -1130,6 +1150,7 @@ static void parse_args(int argc, char **argv)
 		{ "replicas", required_argument, NULL, 'r' }, { "masters", required_argument, NULL, 'm' },
 		{ "seed", required_argument, NULL, 'S' },     { "keep-logs", no_argument, NULL, 'K' },
 		{ "ack-log", required_argument, NULL, 'A' },  { "hold", no_argument, NULL, 'H' },
+		{ "memory", no_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },           { "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1191,6 +1212,7 @@ static void parse_args(int argc, char **argv)
 		case 'K': cfg.keep_logs = true; break;
 		case 'A': cfg.ack_log = optarg; break;
 		case 'H': cfg.hold = true; break;
+		case 'M': cfg.memory = true; break;
 		case 'h': fputs(usage_text, stdout); exit(0);
 		case 'V': printf("dkv-cluster (dkv) %s\n", CLI_VERSION); exit(0);
 		case ':':
@@ -1482,9 +1504,14 @@ int main(int argc, char **argv)
 		say("  faults      SIGKILLed %u shardkv replicas (one per group) and %u shard master; "
 		    "%d shard moves\n",
 		    n_killed, n_sm_killed, n_moves);
-		say("  restarts    %u replicas (and %u shard master) on their data directories; %u with "
-		    "its directory wiped; ",
-		    n_restarted, n_sm_killed, n_wiped);
+		if (cfg.memory)
+			say("  restarts    %u replicas (and %u shard master) with --restart, their state from "
+			    "their peers (--memory); ",
+			    n_restarted, n_sm_killed);
+		else
+			say("  restarts    %u replicas (and %u shard master) on their data directories; %u "
+			    "with its directory wiped; ",
+			    n_restarted, n_sm_killed, n_wiped);
 		if (group_off >= 0 && n_group_restarts > 0)
 			say("group %d SIGKILLed whole and restarted (%u replicas)\n", FIRST_GID + group_off,
 			    n_group_replicas);

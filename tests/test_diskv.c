@@ -175,6 +175,24 @@ static int count_serving(const replica *r)
 	return n;
 }
 
+/* logged_since_start: the replica's log has a line with `needle` after its latest start. */
+static bool logged_since_start(const replica *r, const char *needle)
+{
+	FILE *f = fopen(r->log, "r");
+	if (f == NULL)
+		return false;
+	char line[1024];
+	bool found = false;
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (strncmp(line, "==== test: start #", 18) == 0)
+			found = false;
+		else if (strstr(line, needle) != NULL)
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
 /* wait_serving: its latest start logged "serving on"; fails with the log if it exited. */
 static void wait_serving(const replica *r)
 {
@@ -1474,6 +1492,12 @@ static void test_diskv_kvpaxos_replica_restarted_in_memory_mode_serves_what_it_h
 	kv_check(ck0, "a", "1");
 	kv_check(ck0, "b", "2");
 	kv_check(ck0, "k5", "v");
+	/*
+	 * In a group of 3 a replica that lost its state votes again only after
+	 * both others answered its rejoin (paxos.c "Restarts", R3): about 2 s.
+	 * Wait for it to say so (a condition, not a sleep) before the next kill.
+	 */
+	WAIT_UNTIL(logged_since_start(&c->r[0][0], "rejoined"), 30000);
 	kill_replica(c, 0, 1, false);
 	kv_put(ck0, "c", "3");
 	kv_check(ck0, "c", "3");
