@@ -561,6 +561,38 @@ static bool cut_once(uint64_t seed, uint64_t cut, bool fsync_noop, uint64_t *use
 	return ok;
 }
 
+/* A failed fdatasync (ENOSPC) stops the replica that got it (STOPPED, as
+ * X_kill; never retried as if it had worked); the other two go on. */
+static void test_durable_fsync_error_stops_the_replica(void **state)
+{
+	(void)state;
+	simdisk *sd = simdisk_new(th_seed());
+	assert_non_null(sd);
+	dkv_fs_set_default(simdisk_fs(sd));
+	dcluster c;
+	dc_init(&c, "enospc", true);
+	for (int i = 0; i < N; i++) dc_start(&c, i, false);
+	kvpaxos_clerk *ck = kvpaxos_clerk_new(c.portp, N);
+	must_put(ck, "a", "1");
+	simdisk_fail_op(sd, SIMDISK_OP_FDATASYNC, 1, ENOSPC);
+	must_put(ck, "b", "2");
+	WAIT_UNTIL(simdisk_fault_hits(sd) == 1, 10000);
+	int stopped = -1;
+	for (int tries = 0; stopped < 0 && tries < 400; tries++) {
+		for (int i = 0; i < N; i++)
+			if (role_is(c.kv[i], PAXOSRSM_STOPPED)) stopped = i;
+		if (stopped < 0) th_sleep_ms(10);
+	}
+	assert_true(stopped >= 0);
+	must_put(ck, "c", "3");
+	check(ck, "b", "2");
+	check(ck, "c", "3");
+	kvpaxos_clerk_free(ck);
+	for (int i = 0; i < N; i++) dc_stop(&c, i);
+	dkv_fs_set_default(NULL);
+	simdisk_free(sd);
+}
+
 static unsigned env_unsigned(const char *name, unsigned dflt)
 {
 	const char *s = getenv(name);
@@ -622,6 +654,7 @@ int main(void)
 		cmocka_unit_test(test_durable_lost_disk_rejoins_and_catches_up),
 		cmocka_unit_test(test_durable_bad_directories_are_refused),
 		cmocka_unit_test(test_durable_disk_use_follows_the_live_state),
+		cmocka_unit_test(test_durable_fsync_error_stops_the_replica),
 		cmocka_unit_test(test_durable_power_cut_at_write_boundaries_loses_no_acknowledged_op),
 		cmocka_unit_test(test_durable_power_cut_check_fails_when_fsync_is_a_noop),
 	};
