@@ -593,6 +593,46 @@ static void test_durable_fsync_error_stops_the_replica(void **state)
 	simdisk_free(sd);
 }
 
+/* no_fsync: the directories are written but never fsynced; a whole-group
+ * stop and start (no power cut) keeps every acknowledged write. */
+static void test_durable_no_fsync_writes_without_syncing(void **state)
+{
+	(void)state;
+	simdisk *sd = simdisk_new(th_seed());
+	assert_non_null(sd);
+	dkv_fs_set_default(simdisk_fs(sd));
+	dcluster c;
+	dc_init(&c, "nofsync", true);
+	dkv_server_opts o = {0};
+	o.no_fsync = true;
+	for (int i = 0; i < N; i++) {
+		o.dir = c.dirs[i];
+		o.restart = false;
+		c.kv[i] = kvpaxos_server_start_opts(c.portp, N, i, &o);
+		assert_non_null(c.kv[i]);
+	}
+	kvpaxos_clerk *ck = kvpaxos_clerk_new(c.portp, N);
+	for (int k = 0; k < 20; k++) must_append(ck, "a", "x");
+	th_sleep_ms(700); /* snapshots too */
+	must_append(ck, "a", "y");
+	for (int i = 0; i < N; i++) dc_stop(&c, i);
+	simdisk_stats st;
+	simdisk_get_stats(sd, &st);
+	assert_int_equal(st.fdatasyncs, 0);
+	assert_int_equal(st.dir_syncs, 0);
+	for (int i = 0; i < N; i++) {
+		o.dir = c.dirs[i];
+		o.restart = true;
+		c.kv[i] = kvpaxos_server_start_opts(c.portp, N, i, &o);
+		assert_non_null(c.kv[i]);
+	}
+	check(ck, "a", "xxxxxxxxxxxxxxxxxxxxy");
+	kvpaxos_clerk_free(ck);
+	for (int i = 0; i < N; i++) dc_stop(&c, i);
+	dkv_fs_set_default(NULL);
+	simdisk_free(sd);
+}
+
 static unsigned env_unsigned(const char *name, unsigned dflt)
 {
 	const char *s = getenv(name);
@@ -655,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_durable_bad_directories_are_refused),
 		cmocka_unit_test(test_durable_disk_use_follows_the_live_state),
 		cmocka_unit_test(test_durable_fsync_error_stops_the_replica),
+		cmocka_unit_test(test_durable_no_fsync_writes_without_syncing),
 		cmocka_unit_test(test_durable_power_cut_at_write_boundaries_loses_no_acknowledged_op),
 		cmocka_unit_test(test_durable_power_cut_check_fails_when_fsync_is_a_noop),
 	};
