@@ -1594,6 +1594,37 @@ static void test_paxos_tiny_records_announcing_huge_lengths_are_refused(void **s
 	assert_int_equal(garbage, rounds * nbad);
 	assert_true(alloc <= (unsigned long)value_records * PX_VALUE_STEP);
 	assert_int_equal(paxos_rpc_count(cl->px[0]), served0); /* no handler ran */
+
+	/* records that announce a 65 MiB value and stall: each decode holds one
+	 * step (the old unbounded decoder held the whole announced length) */
+	enum { NSTALL = 8 };
+	int fds[NSTALL];
+	unsigned long st0 = __atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED);
+	for (int k = 0; k < NSTALL; k++) {
+		fds[k] = socket(AF_UNIX, SOCK_STREAM, 0);
+		assert_true(fds[k] >= 0);
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		memcpy(sa.sun_path, cl->ports[0], strlen(cl->ports[0]) + 1);
+		assert_int_equal(connect(fds[k], (struct sockaddr *)&sa, sizeof sa), 0);
+		/* record mark, call header (xid, CALL, v2, prog, vers, DECIDED, no
+		 * auth), then the DECIDED args up to the value's length */
+		uint32_t w[] = {0, 100u + (uint32_t)k, 0, 2, PX_PROG, PX_VERS, PX_DECIDED, 0, 0, 0, 0,
+		                1, 0, 7, 0, 0, 0, 0, 0, 5, PX_VALUE_MAX};
+		w[0] = 0x80000000u | (uint32_t)(sizeof w - 4 + 8); /* 8 value bytes never come */
+		for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] = htonl(w[i]);
+		assert_int_equal(write(fds[k], w, sizeof w), (ssize_t)sizeof w);
+	}
+	uint64_t until = th_now_ms() + 30000; /* a bound on a hang, not a measure */
+	while (__atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED) - st0 <
+	       (unsigned long)NSTALL * PX_VALUE_STEP && th_now_ms() < until)
+		th_sleep_ms(5);
+	unsigned long held = __atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED) - st0;
+	printf("  %d stalled records announcing %u MiB each: the decoders hold %lu bytes\n", NSTALL,
+	       (unsigned)(PX_VALUE_MAX >> 20), held);
+	assert_int_equal(held, (unsigned long)NSTALL * PX_VALUE_STEP);
+	for (int k = 0; k < NSTALL; k++) close(fds[k]);
+	assert_int_equal(paxos_rpc_count(cl->px[0]), served0);
+
 	/* it keeps serving: an agreement through peer 0's acceptor */
 	start_int(cl, 1, 0, 42);
 	waitn(cl, 0, 3);
