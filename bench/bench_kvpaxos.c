@@ -11,9 +11,21 @@
  * entry (batching) on replica 0, and the latency of a bare paxosrsm add_op
  * (three replicas, one caller) for the breakdown of a Put.
  *
- * Environment: DKV_BENCH_SECONDS (default 2) per row.
+ * Durable mode (issue 13): the same rows with every replica on a data
+ * directory (/var/tmp/dkv-<uid>/bench-kvdisk-*, fdatasync on), after the
+ * fdatasync latency of that file system (4 KiB write + fdatasync, median);
+ * then the restart of one replica holding DKV_BENCH_RESTART_KEYS keys
+ * (default 100,000) to serving (start on its directory until its first Get
+ * answered through it alone), and the disk bytes per live byte once idle.
+ * Targets: durable 1-clerk Put p50 <= memory p50 + 1.5 x fdatasync; durable
+ * 32-clerk Put throughput >= 50% of memory; restart <= 1 s for 100,000 keys.
+ *
+ * Environment: DKV_BENCH_SECONDS (default 2) per row; DKV_BENCH_DURABLE=0
+ * skips the durable rows.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +119,8 @@ static double null_rtt_us(const char *name, int n)
 	return med;
 }
 
+static double null_rtt_us_last;
+
 static void noop_apply(void *ctx, const void *op, size_t len)
 {
 	(void)ctx;
@@ -153,28 +167,202 @@ out:
 	return med;
 }
 
+static uint64_t du_total;
+static int du_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)p;
+	(void)ftw;
+	if (flag == FTW_F && S_ISREG(sb->st_mode)) du_total += (uint64_t)sb->st_size;
+	return 0;
+}
+static uint64_t disk_use(const char *path)
+{
+	du_total = 0;
+	nftw(path, du_cb, 16, FTW_PHYS);
+	return du_total;
+}
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+static void rm_rf(const char *path)
+{
+	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* fdatasync_us: median of n (4 KiB pwrite + fdatasync) in dir. */
+static double fdatasync_us(const char *dir, int n)
+{
+	char path[256];
+	snprintf(path, sizeof path, "%s/bench-fsync-%d", dir, (int)getpid());
+	int fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	if (fd < 0) return 0;
+	unsigned *lat = calloc((size_t)n, sizeof *lat);
+	char buf[4096];
+	memset(buf, 'f', sizeof buf);
+	int ok = 0;
+	for (int i = 0; lat && i < n; i++) {
+		uint64_t t0 = dkv_now_us();
+		if (pwrite(fd, buf, sizeof buf, (off_t)(i % 64) * 4096) == (ssize_t)sizeof buf &&
+		    fdatasync(fd) == 0)
+			lat[ok++] = (unsigned)(dkv_now_us() - t0);
+	}
+	close(fd);
+	unlink(path);
+	double med = 0;
+	if (ok) {
+		qsort(lat, (size_t)ok, sizeof *lat, cmp_uint);
+		med = lat[ok / 2];
+	}
+	free(lat);
+	return med;
+}
+
+static void *load_main(void *p)
+{
+	void **a = p;
+	const char *const *servers = a[0];
+	int id = (int)(intptr_t)a[1], nth = (int)(intptr_t)a[2], nkeys = (int)(intptr_t)a[3];
+	kvpaxos_clerk *ck = kvpaxos_clerk_new(servers, NREP);
+	char key[32], val[32];
+	for (int k = id; ck && k < nkeys; k += nth) {
+		snprintf(key, sizeof key, "key-%07d", k);
+		snprintf(val, sizeof val, "value-%07d", k);
+		kvpaxos_clerk_put(ck, key, val);
+	}
+	kvpaxos_clerk_free(ck);
+	return NULL;
+}
+
+/* restart_bench: 3 durable replicas loaded with nkeys keys; replica 0 freed
+ * and started again on its directory; prints the time to serving and the
+ * disk bytes per live byte. */
+static void restart_bench(const char *dir, int nkeys)
+{
+	char root[192], names[NREP][DKV_NAME_MAX], dirs[NREP][256];
+	const char *servers[NREP];
+	snprintf(root, sizeof root, "%s/bench-kvrestart-%d", dir, (int)getpid());
+	rm_rf(root);
+	mkdir(root, 0700);
+	kvpaxos_server *kva[NREP];
+	for (int i = 0; i < NREP; i++) {
+		snprintf(names[i], DKV_NAME_MAX, "%s/bench-kvr-%d-%d", dir, (int)getpid(), i);
+		snprintf(dirs[i], sizeof dirs[i], "%s/r%d", root, i);
+		servers[i] = names[i];
+	}
+	for (int i = 0; i < NREP; i++) {
+		dkv_server_opts o = {0};
+		o.dir = dirs[i];
+		if (!(kva[i] = kvpaxos_server_start_opts(servers, NREP, i, &o))) {
+			perror("kvpaxos_server_start_opts");
+			return;
+		}
+	}
+	enum { NT = 32 };
+	pthread_t t[NT];
+	void *args[NT][4];
+	uint64_t l0 = dkv_now_us();
+	for (int i = 0; i < NT; i++) {
+		args[i][0] = (void *)servers;
+		args[i][1] = (void *)(intptr_t)i;
+		args[i][2] = (void *)(intptr_t)NT;
+		args[i][3] = (void *)(intptr_t)nkeys;
+		pthread_create(&t[i], NULL, load_main, args[i]);
+	}
+	for (int i = 0; i < NT; i++) pthread_join(t[i], NULL);
+	double load_s = (double)(dkv_now_us() - l0) / 1e6;
+	/* idle: snapshots, Done, compaction */
+	dkv_sleep_ms(2500);
+	uint64_t live = (uint64_t)nkeys * (11 + 13); /* key + value bytes */
+	uint64_t du = disk_use(root);
+	kvpaxos_server_free(kva[0]);
+	dkv_server_opts o = {0};
+	o.dir = dirs[0];
+	o.restart = true;
+	uint64_t t0 = dkv_now_us();
+	kva[0] = kvpaxos_server_start_opts(servers, NREP, 0, &o);
+	double start_ms = (double)(dkv_now_us() - t0) / 1e3;
+	kvpaxos_clerk *ck = kvpaxos_clerk_new(&servers[0], 1);
+	char *v = NULL;
+	int rc = kva[0] && ck ? kvpaxos_clerk_get(ck, "key-0000000", &v) : DKV_ERR_INVAL;
+	double serve_ms = (double)(dkv_now_us() - t0) / 1e3;
+	printf("\nrestart of a replica holding %d keys (loaded in %.1f s by 32 clerks): start "
+	       "returned after %.0f ms, serving (first Get through it alone: %s) after %.0f ms\n",
+	       nkeys, load_s, start_ms, rc == DKV_OK && v && !strcmp(v, "value-0000000") ? "ok" : "FAILED",
+	       serve_ms);
+	printf("disk use when idle: %llu bytes for 3 replicas = %.2f bytes per live byte "
+	       "(live: %llu bytes of keys+values per replica)\n",
+	       (unsigned long long)du, (double)du / (3.0 * (double)live), (unsigned long long)live);
+	bench_out("bench=kvpaxos\top=restart\tmode=durable\tkeys=%d\tstart_ms=%.0f\tserve_ms=%.0f\t"
+	          "disk_per_live=%.2f", nkeys, start_ms, serve_ms, (double)du / (3.0 * (double)live));
+	free(v);
+	kvpaxos_clerk_free(ck);
+	for (int i = 0; i < NREP; i++) {
+		kvpaxos_server_free(kva[i]);
+		unlink(names[i]);
+	}
+	rm_rf(root);
+}
+
+static int run_rows(const char *dir, bool durable, double seconds);
+
 int main(void)
 {
 	double seconds = 2;
 	const char *env = getenv("DKV_BENCH_SECONDS");
 	if (env != NULL && atof(env) > 0)
 		seconds = atof(env);
-
 	char dir[128];
 	snprintf(dir, sizeof dir, "/var/tmp/dkv-%u", (unsigned)getuid());
 	if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
 		perror(dir);
 		return 1;
 	}
-	char names[NREP][DKV_NAME_MAX];
+	int rc = run_rows(dir, false, seconds);
+	const char *de = getenv("DKV_BENCH_DURABLE");
+	if (!de || strcmp(de, "0") != 0) {
+		double fs = fdatasync_us(dir, 200);
+		printf("\nfdatasync of %s (4 KiB pwrite + fdatasync): p50 %.0f us\n", dir, fs);
+		bench_out("bench=kvpaxos\top=fdatasync\tmode=durable\tp50_us=%.0f", fs);
+		rc |= run_rows(dir, true, seconds);
+		const char *ke = getenv("DKV_BENCH_RESTART_KEYS");
+		int nkeys = ke && atoi(ke) > 0 ? atoi(ke) : 100000;
+		if (seconds < 0.5 && !ke) nkeys = 2000; /* the smoke run */
+		restart_bench(dir, nkeys);
+	}
+	/* The log's share of a Put: kvpaxos adds one clerk RPC and the batch codec. */
+	double rtt = null_rtt_us_last;
+	double rsm = rsm_add_op_us(dir, 3000);
+	printf("\nbare paxosrsm add_op (1 caller, 3 replicas): p50 %.1f us = %.1f of the lowest null "
+	       "RPC p50\n", rsm,
+	       rtt > 0 ? rsm / rtt : 0);
+	return rc;
+}
+
+static int run_rows(const char *dir, bool durable, double seconds)
+{
+	const char *mode = durable ? "durable" : "memory";
+	char names[NREP][DKV_NAME_MAX], dirs[NREP][256], root[192];
 	const char *servers[NREP];
+	snprintf(root, sizeof root, "%s/bench-kvdisk-%d", dir, (int)getpid());
+	if (durable) {
+		rm_rf(root);
+		mkdir(root, 0700);
+	}
 	for (int i = 0; i < NREP; i++) {
 		snprintf(names[i], DKV_NAME_MAX, "%s/bench-kv-%d-%d", dir, (int)getpid(), i);
+		snprintf(dirs[i], sizeof dirs[i], "%s/r%d", root, i);
 		servers[i] = names[i];
 	}
 	kvpaxos_server *kva[NREP];
 	for (int i = 0; i < NREP; i++) {
-		kva[i] = kvpaxos_server_start(servers, NREP, i);
+		dkv_server_opts o = {0};
+		o.dir = dirs[i];
+		kva[i] = durable ? kvpaxos_server_start_opts(servers, NREP, i, &o)
+		                 : kvpaxos_server_start(servers, NREP, i);
 		if (kva[i] == NULL) {
 			perror("kvpaxos_server_start");
 			return 1;
@@ -187,7 +375,8 @@ int main(void)
 	kvpaxos_clerk_free(ck);
 
 	double rtt = null_rtt_us(servers[0], 5000);
-	printf("kvpaxos: 3 replicas, unix sockets, one process, %.1f s per row\n", seconds);
+	printf("\nkvpaxos (%s): 3 replicas, unix sockets, one process, %.1f s per row\n", mode,
+	       seconds);
 	printf("null RPC (cached connection to replica 0, procedure 0): p50 %.1f us\n", rtt);
 	printf("\n");
 	printf("(the machine is shared: each row measures the null RPC again just before it)\n\n");
@@ -249,9 +438,9 @@ int main(void)
 			       (double)total / el, p50, p99, row_rtt, row_rtt > 0 ? p50 / row_rtt : 0,
 			       per_entry, errors);
 			fflush(stdout);
-			bench_out("bench=kvpaxos\top=%s\tmode=memory\tclients=%d\tops_s=%.0f\tp50_us=%.0f\t"
+			bench_out("bench=kvpaxos\top=%s\tmode=%s\tclients=%d\tops_s=%.0f\tp50_us=%.0f\t"
 			          "p99_us=%.0f\tnull_us=%.1f\tops_per_entry=%.1f\terrors=%lu",
-			          opname[kind], nc, (double)total / el, p50, p99, row_rtt, per_entry, errors);
+			          opname[kind], mode, nc, (double)total / el, p50, p99, row_rtt, per_entry, errors);
 			if (errors != 0)
 				rc = 1;
 		}
@@ -260,10 +449,7 @@ int main(void)
 		kvpaxos_server_free(kva[i]);
 	for (int i = 0; i < NREP; i++)
 		unlink(names[i]);
-	/* The log's share of a Put: kvpaxos adds one clerk RPC and the batch codec. */
-	double rsm = rsm_add_op_us(dir, 3000);
-	printf("\nbare paxosrsm add_op (1 caller, 3 replicas): p50 %.1f us = %.1f of the lowest null "
-	       "RPC p50\n", rsm,
-	       rtt > 0 ? rsm / rtt : 0);
+	if (durable) rm_rf(root);
+	if (!durable) null_rtt_us_last = rtt;
 	return rc;
 }

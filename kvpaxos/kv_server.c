@@ -29,6 +29,7 @@
 #include "kv_internal.h"
 #include "kv_prot.h"
 #include "kv_store.h"
+#include "rsm_ident.h"
 #include "status.h"
 
 /* How long a handler waits for agreement when the clerk does not say. */
@@ -188,10 +189,6 @@ kvpaxos_server *kvpaxos_server_start_opts(const char *const *servers, int n, int
 			return NULL;
 		}
 	}
-	if (opts && opts->dir && opts->dir[0]) { /* issue 13 */
-		errno = ENOTSUP;
-		return NULL;
-	}
 	kvpaxos_server *kv = dkv_calloc(1, sizeof *kv);
 	if (kv == NULL)
 		return NULL;
@@ -207,7 +204,7 @@ kvpaxos_server *kvpaxos_server_start_opts(const char *const *servers, int n, int
 		err = errno;
 		goto fail;
 	}
-	kv->rsm = paxosrsm_start(servers, n, me, kv->rpcs, &kv_sm, kv, opts);
+	kv->rsm = paxosrsm_start_ident(servers, n, me, kv->rpcs, &kv_sm, kv, opts, "kvpaxos", 0);
 	if (kv->rsm == NULL) {
 		err = errno;
 		goto fail;

@@ -859,11 +859,11 @@ static void close_disk(paxos *px)
 
 /* Rewrite the log with the live state (caller: paxos_done, holding kill_mu
  * so the log stays open; px->mu not held). */
-static void maybe_compact(paxos *px)
+static void maybe_compact(paxos *px, uint64_t min_bytes)
 {
 	pthread_mutex_lock(&px->mu);
-	if (!px->log || px->dead ||
-	    dkv_log_size(px->log) < 2 * px->log_live + 256 * 1024) {
+	if (!px->log || px->dead || dkv_log_size(px->log) < min_bytes ||
+	    (min_bytes == 0 && dkv_log_size(px->log) < 2 * px->log_live + 256 * 1024)) {
 		pthread_mutex_unlock(&px->mu);
 		return;
 	}
@@ -1251,10 +1251,25 @@ void paxos_done(paxos *px, int seq)
 	if (lsn && pthread_mutex_trylock(&px->kill_mu) == 0) {
 		if (!px->killed) {
 			px_sync(px, lsn);
-			maybe_compact(px);
+			maybe_compact(px, 0);
 		}
 		pthread_mutex_unlock(&px->kill_mu);
 	}
+}
+
+void px_compact(paxos *px, uint64_t min_bytes)
+{
+	if (!px || pthread_mutex_trylock(&px->kill_mu) != 0) return;
+	if (!px->killed) maybe_compact(px, min_bytes ? min_bytes : 1);
+	pthread_mutex_unlock(&px->kill_mu);
+}
+
+uint64_t px_log_bytes(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	uint64_t n = px->log ? dkv_log_size(px->log) : 0;
+	pthread_mutex_unlock(&px->mu);
+	return n;
 }
 
 int paxos_max(paxos *px)

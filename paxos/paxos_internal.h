@@ -227,6 +227,13 @@ uint64_t px_last_lsn_locked(paxos *px);
 paxos *px_make_dir(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                    px_decide_hook hook, void *hook_ctx, dkv_dir *dir, bool restart);
 
+/* px_compact: rewrite paxos.log now with the live state only (instances >=
+ * Min), if it holds at least min_bytes (0: 1). For paxosrsm, once Min passed a
+ * durable snapshot: the disk then follows the live state. No-op in memory
+ * mode, on a killed peer, or while a kill runs. px_log_bytes: its size. */
+void px_compact(paxos *px, uint64_t min_bytes);
+uint64_t px_log_bytes(paxos *px);
+
 /* With px->mu held: */
 /* may this peer vote (promise, accept) at seq? */
 bool px_votes_at_locked(paxos *px, int seq);

@@ -31,8 +31,11 @@
  * Compaction rule (memory mode). A replica calls paxos_done(seq) as soon as it
  * has applied seq; paxos forgets an instance once every peer is Done with it.
  * Nothing is lost by that: a snapshot of the live state can be made at any
- * time on demand, and it covers every forgotten instance. (With a directory,
- * issue 13, Done will only go as far as a durable snapshot covers.)
+ * time on demand, and it covers every forgotten instance. With a directory
+ * (paxos/rsm_disk.c: the snapshot file, its policy, replay, the Done gossip)
+ * Done goes only as far as a durable snapshot covers: paxos_done(pos - 1)
+ * once the snapshot at pos is on disk, so the Paxos log in the same
+ * directory holds every decided op after it.
  *
  * Catch-up rule. A replica never skips an instance. When next_apply is
  * forgotten here (FORGOTTEN: below paxos_min, e.g. a replica that started
@@ -69,6 +72,8 @@
 
 #include "dkv/paxosrsm.h"
 #include "paxos_internal.h"
+#include "rsm_disk.h"
+#include "rsm_ident.h"
 #include "rsm_prot.h"
 #include "session.h"
 
@@ -144,6 +149,7 @@ struct paxosrsm {
 
 	/* Applier-owned (no lock): the session table. */
 	dkv_sessions *sessions;
+	rsm_disk *disk;            /* opts->dir (rsm_disk.c); NULL in memory mode */
 
 	/* Immutable after start. */
 	paxos *px;
@@ -556,6 +562,71 @@ static const dkv_rpc_proc rsm_procs[] = {
 	 (xdrproc_t)xdr_rsm_snap_reply, sizeof(rsm_snap_reply), handle_snapshot},
 };
 
+/* ---------------------------------------------------------------- on disk */
+
+/* A write to the directory failed (applier, mu not held): stop the replica. */
+static void disk_failed(paxosrsm *rsm, int seq, int err)
+{
+	DKV_ERROR("paxosrsm: %s/%s: %s; the replica stops", dkv_dir_path(rsm_disk_dir(rsm->disk)),
+	          RSM_DISK_SNAP_NAME, strerror(err));
+	stop_self(rsm, seq, "its data directory failed", DKV_ERR_KILLED);
+}
+
+/* A durable snapshot at next_apply, then Done up to it (applier, mu held on
+ * entry and exit; released around the I/O). */
+static void disk_snapshot_locked(paxosrsm *rsm)
+{
+	int pos = rsm->next_apply;
+	pthread_mutex_unlock(&rsm->mu);
+	void *st = NULL, *ses = NULL;
+	size_t st_len = 0, ses_len = 0;
+	int rc = rsm->sm->snapshot(rsm->ctx, &st, &st_len);
+	if (rc == DKV_OK) rc = dkv_sessions_encode(rsm->sessions, &ses, &ses_len);
+	if (rc != DKV_OK) { /* ENOMEM: again after the idle delay */
+		free(st);
+		free(ses);
+		rsm_disk_note_apply(rsm->disk, 0, dkv_now_ms());
+		pthread_mutex_lock(&rsm->mu);
+		return;
+	}
+	int err = rsm_disk_save(rsm->disk, pos, st, st ? st_len : 0, ses, ses_len);
+	free(st);
+	free(ses);
+	if (err) {
+		disk_failed(rsm, pos, err);
+		pthread_mutex_lock(&rsm->mu);
+		return;
+	}
+	paxos_done(rsm->px, pos - 1);
+	rsm_disk_poke(rsm->disk);
+	pthread_mutex_lock(&rsm->mu);
+	rsm->snapshot_seq = pos;
+}
+
+/* The directory failed under Paxos (sticky error): stop (mu held; true if
+ * stopped). */
+static bool disk_check_locked(paxosrsm *rsm)
+{
+	int err = dkv_dir_error(rsm_disk_dir(rsm->disk));
+	if (!err) return false;
+	int seq = rsm->next_apply;
+	pthread_mutex_unlock(&rsm->mu);
+	DKV_ERROR("paxosrsm: %s: %s; the replica stops", dkv_dir_path(rsm_disk_dir(rsm->disk)),
+	          strerror(err));
+	stop_self(rsm, seq, "its data directory failed", DKV_ERR_KILLED);
+	pthread_mutex_lock(&rsm->mu);
+	return true;
+}
+
+/* Wake up for the next snapshot due, and look at the directory now and then. */
+static void disk_wait_clamp(paxosrsm *rsm, unsigned *wait_ms)
+{
+	uint32_t due = rsm_disk_due(rsm->disk, rsm->next_apply, dkv_now_ms());
+	if (due > 250) due = 250;
+	if (due == 0) due = 1;
+	if (*wait_ms == 0 || due < *wait_ms) *wait_ms = due;
+}
+
 /* Catch up by snapshot (applier, mu held on entry and exit; released around
  * the RPCs and the restore). Returns true if it restored one. */
 static bool catch_up_locked(paxosrsm *rsm)
@@ -614,7 +685,17 @@ static bool catch_up_locked(paxosrsm *rsm)
 	                                        PAXOSRSM_SESSIONS_MAX);
 	int err = ses ? DKV_OK : (errno == ENOMEM ? DKV_ERR_NOMEM : DKV_ERR_INVAL);
 	if (ses) err = rsm->sm->restore(rsm->ctx, r.state.state_val, r.state.state_len);
+	int derr = 0;
+	if (err == DKV_OK && rsm->disk) /* durable before Done moves past it */
+		derr = rsm_disk_save(rsm->disk, pos, r.state.state_val, r.state.state_len,
+		                     r.sessions.sessions_val, r.sessions.sessions_len);
 	xdr_free((xdrproc_t)xdr_rsm_snap_reply, (char *)&r);
+	if (derr) {
+		dkv_sessions_free(ses);
+		disk_failed(rsm, pos, derr);
+		pthread_mutex_lock(&rsm->mu);
+		return false;
+	}
 	if (err != DKV_OK) {
 		dkv_sessions_free(ses);
 		if (err == DKV_ERR_NOMEM) { /* nothing changed: try again later */
@@ -631,6 +712,7 @@ static bool catch_up_locked(paxosrsm *rsm)
 	DKV_INFO("paxosrsm: restored a snapshot from peer %d: position %d (was at %d)", start, pos,
 	         want);
 	paxos_done(px, pos - 1);
+	if (rsm->disk) rsm_disk_poke(rsm->disk);
 
 	pthread_mutex_lock(&rsm->mu);
 	rsm->next_apply = pos;
@@ -677,6 +759,11 @@ static bool step_locked(paxosrsm *rsm, unsigned *wait_ms)
 		make_snapshot_locked(rsm);
 		return true;
 	}
+	if (rsm->disk && !rsm->need_snapshot &&
+	    rsm_disk_due(rsm->disk, rsm->next_apply, dkv_now_ms()) == 0) {
+		disk_snapshot_locked(rsm);
+		return true;
+	}
 	if (rsm->need_snapshot) {
 		uint64_t now = dkv_now_ms();
 		if (now < rsm->snap_retry_at) {
@@ -709,7 +796,10 @@ static bool step_locked(paxosrsm *rsm, unsigned *wait_ms)
 			pthread_mutex_lock(&rsm->mu);
 			return false;
 		}
-		paxos_done(rsm->px, seq);
+		if (rsm->disk)
+			rsm_disk_note_apply(rsm->disk, len, dkv_now_ms()); /* Done: at its snapshot */
+		else
+			paxos_done(rsm->px, seq);
 		pthread_mutex_lock(&rsm->mu);
 		rsm->next_apply = seq + 1;
 		rsm->sessions_held = (unsigned long)dkv_sessions_count(rsm->sessions);
@@ -807,8 +897,10 @@ static void *applier_main(void *arg)
 	while (!rsm->dead) {
 		rsm->kick = false;
 		unsigned wait_ms = 0;
+		if (rsm->disk && disk_check_locked(rsm)) break;
 		if (step_locked(rsm, &wait_ms)) continue;
 		if (rsm->kick || rsm->dead) continue;
+		if (rsm->disk) disk_wait_clamp(rsm, &wait_ms);
 		if (wait_ms)
 			dkv_cond_wait_ms(&rsm->cv, &rsm->mu, wait_ms);
 		else
@@ -830,6 +922,7 @@ static void rsm_release(paxosrsm *rsm)
 		}
 	}
 	paxos_free(rsm->px);
+	rsm_disk_close(rsm->disk); /* after Paxos closed its log */
 	dkv_rpc_pool_free(rsm->pool);
 	dkv_sessions_free(rsm->sessions);
 	free(rsm->snap_state);
@@ -842,16 +935,62 @@ static void rsm_release(paxosrsm *rsm)
 	free(rsm);
 }
 
+/* Open the directory and restore its snapshot, if any (before the applier
+ * and Paxos start). 0 or an errno value, with a log line. */
+static int disk_open(paxosrsm *rsm, const dkv_server_opts *opts, const char *service,
+                     int64_t gid, const char *const *peers, int npeers, int me)
+{
+	int err = rsm_disk_open(opts, service, gid, peers, npeers, me, &rsm->disk);
+	if (err) {
+		DKV_ERROR("paxosrsm: cannot use the data directory %s: %s", opts->dir, strerror(err));
+		return err;
+	}
+	void *blob = NULL;
+	const void *st = NULL, *sesb = NULL;
+	size_t st_len = 0, ses_len = 0;
+	int pos = 0;
+	err = rsm_disk_load(rsm->disk, &pos, &blob, &st, &st_len, &sesb, &ses_len);
+	if (err == ENOENT) return 0; /* no snapshot yet: the log starts at 0 */
+	if (err) {
+		DKV_ERROR("paxosrsm: cannot read %s/%s: %s", opts->dir, RSM_DISK_SNAP_NAME,
+		          strerror(err));
+		return err;
+	}
+	dkv_sessions *ses = dkv_sessions_decode(sesb, ses_len, PAXOSRSM_SESSIONS_MAX);
+	int rc = ses ? rsm->sm->restore(rsm->ctx, st, st_len) : DKV_ERR_INVAL;
+	free(blob);
+	if (!ses && errno == ENOMEM) rc = DKV_ERR_NOMEM;
+	if (rc != DKV_OK) {
+		dkv_sessions_free(ses);
+		DKV_ERROR("paxosrsm: %s/%s: the state machine cannot restore it: %s", opts->dir,
+		          RSM_DISK_SNAP_NAME, dkv_strerror(rc));
+		return rc == DKV_ERR_NOMEM ? ENOMEM : EIO;
+	}
+	dkv_sessions_free(rsm->sessions);
+	rsm->sessions = ses;
+	rsm->sessions_held = (unsigned long)dkv_sessions_count(ses);
+	rsm->next_apply = pos;
+	rsm->snapshot_seq = pos;
+	rsm->next_seq = pos;
+	rsm->noop_upto = pos;
+	DKV_INFO("paxosrsm: %s: restored the snapshot at position %d", opts->dir, pos);
+	return 0;
+}
+
 static paxosrsm *rsm_new(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
-                         const paxosrsm_sm *sm, void *ctx, const dkv_server_opts *opts)
+                         const paxosrsm_sm *sm, void *ctx, const dkv_server_opts *opts,
+                         const char *service, int64_t gid)
 {
 	dkv_lib_init();
 	if (!sm || !sm->apply) {
 		errno = EINVAL;
 		return NULL;
 	}
-	if (opts && opts->dir && opts->dir[0]) { /* issue 13 */
-		errno = ENOTSUP;
+	bool with_dir = opts && opts->dir && opts->dir[0];
+	if (with_dir && (!sm->snapshot || !sm->restore)) {
+		DKV_ERROR("paxosrsm: %s: a data directory needs a state machine with snapshots",
+		          opts->dir);
+		errno = EINVAL;
 		return NULL;
 	}
 	paxosrsm *rsm = dkv_calloc(1, sizeof *rsm);
@@ -892,7 +1031,22 @@ static paxosrsm *rsm_new(const char *const *peers, int npeers, int me, dkv_rpc_s
 		errno = ENOMEM;
 		return NULL;
 	}
-	rsm->px = px_make_restart(peers, npeers, me, rpcs, decide_hook, rsm, rsm->restart);
+	if (with_dir) {
+		int err = disk_open(rsm, opts, service, gid, peers, npeers, me);
+		if (err) {
+			rsm_release(rsm);
+			errno = err;
+			return NULL;
+		}
+		/* a directory that holds state: restart, but it votes at once
+		 * (paxos replays its promises); an empty one with restart: the
+		 * lost-disk case (rejoin without voting, catch up by snapshot) */
+		rsm->need_snapshot = rsm->restart && rsm_disk_fresh(rsm->disk);
+		rsm->px = px_make_dir(peers, npeers, me, rpcs, decide_hook, rsm,
+		                      rsm_disk_dir(rsm->disk), rsm->restart);
+	} else {
+		rsm->px = px_make_restart(peers, npeers, me, rpcs, decide_hook, rsm, rsm->restart);
+	}
 	if (!rsm->px) {
 		int err = errno;
 		rsm_release(rsm);
@@ -912,6 +1066,12 @@ static paxosrsm *rsm_run(paxosrsm *rsm)
 		return NULL;
 	}
 	rsm->prog_added = true;
+	if (rsm->disk && (err = rsm_disk_gossip_start(rsm->disk, rsm->px)) != 0) {
+		remove_prog(rsm);
+		rsm_release(rsm);
+		errno = err;
+		return NULL;
+	}
 	err = pthread_create(&rsm->thr, NULL, applier_main, rsm);
 	if (err) {
 		remove_prog(rsm);
@@ -923,11 +1083,18 @@ static paxosrsm *rsm_run(paxosrsm *rsm)
 	return rsm;
 }
 
+paxosrsm *paxosrsm_start_ident(const char *const *peers, int npeers, int me,
+                               dkv_rpc_server *rpcs, const paxosrsm_sm *sm, void *ctx,
+                               const dkv_server_opts *opts, const char *service, int64_t gid)
+{
+	paxosrsm *rsm = rsm_new(peers, npeers, me, rpcs, sm, ctx, opts, service ? service : "paxosrsm", gid);
+	return rsm ? rsm_run(rsm) : NULL;
+}
+
 paxosrsm *paxosrsm_start(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs,
                          const paxosrsm_sm *sm, void *ctx, const dkv_server_opts *opts)
 {
-	paxosrsm *rsm = rsm_new(peers, npeers, me, rpcs, sm, ctx, opts);
-	return rsm ? rsm_run(rsm) : NULL;
+	return paxosrsm_start_ident(peers, npeers, me, rpcs, sm, ctx, opts, "paxosrsm", 0);
 }
 
 /* paxosrsm_make: the engine with a state machine of no results, no snapshot. */
@@ -948,7 +1115,7 @@ paxosrsm *paxosrsm_make(const char *const *peers, int npeers, int me, dkv_rpc_se
 		errno = EINVAL;
 		return NULL;
 	}
-	paxosrsm *rsm = rsm_new(peers, npeers, me, rpcs, &legacy_sm, NULL, NULL);
+	paxosrsm *rsm = rsm_new(peers, npeers, me, rpcs, &legacy_sm, NULL, NULL, "paxosrsm", 0);
 	if (!rsm) return NULL;
 	rsm->ctx = rsm;
 	rsm->legacy_apply = apply;
@@ -1121,10 +1288,14 @@ void paxosrsm_kill(paxosrsm *rsm)
 	dkv_rpc_pool_shutdown(rsm->pool); /* a snapshot fetch in flight fails at once */
 	if (rsm->thr_started) pthread_join(rsm->thr, NULL);
 	remove_prog(rsm);
-	paxos_kill(rsm->px); /* no decide_hook call after this */
+	rsm_disk_stop(rsm->disk);
+	paxos_kill(rsm->px); /* no decide_hook call after this; closes paxos.log */
 	pthread_mutex_lock(&rsm->mu);
 	while (rsm->callers > 0) pthread_cond_wait(&rsm->applied_cv, &rsm->mu);
+	rsm_disk *disk = rsm->disk;
+	rsm->disk = NULL;
 	pthread_mutex_unlock(&rsm->mu);
+	rsm_disk_close(disk); /* X_kill releases the directory */
 	rsm->killed = true;
 	pthread_mutex_unlock(&rsm->kill_mu);
 }

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rsm_ident.h"
 #include "skv_internal.h"
 #include "status.h"
 
@@ -216,17 +217,15 @@ shardkv_server *shardkv_server_start(int64_t gid, const char *const *shardmaster
 	return shardkv_server_start_opts(gid, shardmasters, nsm, servers, n, me, NULL);
 }
 
-/* Restart in memory mode (opts->restart): paxosrsm rejoins without voting and
- * catches up from a peer's snapshot (which carries the shards with their
- * session tables). A data directory is not supported yet: ENOTSUP. */
+/* opts: paxosrsm's. A data directory holds the engine's snapshot — the whole
+ * machine: configuration reached (cfg, prev), shard states, the shards with
+ * their session tables, shards kept for other groups (outs), pending GCs —
+ * and the Paxos log after it. Restart without state rejoins without voting
+ * and catches up from a peer's snapshot. */
 shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardmasters, int nsm,
                                           const char *const *servers, int n, int me,
                                           const dkv_server_opts *opts)
 {
-	if (opts != NULL && opts->dir != NULL && opts->dir[0] != '\0') {
-		errno = ENOTSUP;
-		return NULL;
-	}
 	if (gid <= 0 || !names_ok(shardmasters, nsm) || !names_ok(servers, n) || me < 0 || me >= n) {
 		errno = EINVAL;
 		return NULL;
@@ -267,7 +266,7 @@ shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardm
 	}
 	/* The poller must never block for long on the shard master (kill joins it). */
 	shardmaster_clerk_set_timeout(s->smck, 1000);
-	s->rsm = paxosrsm_start(servers, n, me, s->srv, &skv_machine, s, opts);
+	s->rsm = paxosrsm_start_ident(servers, n, me, s->srv, &skv_machine, s, opts, "shardkv", gid);
 	if (s->rsm == NULL) {
 		err = errno ? errno : ENOMEM;
 		goto fail;

@@ -31,6 +31,7 @@
 #include "dkv/paxosrsm.h"
 #include "dkv/shardmaster.h"
 #include "dkv_internal.h"
+#include "rsm_ident.h"
 #include "sm_core.h"
 #include "sm_wire.h"
 #include "status.h"
@@ -251,9 +252,9 @@ shardmaster_server *shardmaster_server_start(const char *const *servers, int n, 
 	return shardmaster_server_start_opts(servers, n, me, NULL);
 }
 
-/* Restart in memory mode (opts->restart): paxosrsm rejoins without voting and
- * catches up from the peers' snapshot. A data directory is not supported yet
- * (the durability work): ENOTSUP. */
+/* opts: paxosrsm's (a data directory holds the engine's snapshot of the
+ * configurations and the Paxos log; restart without state rejoins without
+ * voting and catches up from the peers' snapshot). */
 /* sm_status_fill: what `dkvctl status` shows (the status program's callback). */
 static void sm_status_fill(void *ctx, dkv_status *st)
 {
@@ -273,10 +274,6 @@ shardmaster_server *shardmaster_server_start_opts(const char *const *servers, in
                                                   const dkv_server_opts *opts)
 {
 	dkv_lib_init();
-	if (opts != NULL && opts->dir != NULL && opts->dir[0] != '\0') {
-		errno = ENOTSUP;
-		return NULL;
-	}
 	if (servers == NULL || n <= 0 || me < 0 || me >= n) {
 		errno = EINVAL;
 		return NULL;
@@ -303,7 +300,7 @@ shardmaster_server *shardmaster_server_start_opts(const char *const *servers, in
 	s->rpcs = dkv_rpc_server_listen(servers[me]);
 	if (s->rpcs == NULL)
 		goto fail;
-	s->rsm = paxosrsm_start(servers, n, me, s->rpcs, &sm_machine, s, opts);
+	s->rsm = paxosrsm_start_ident(servers, n, me, s->rpcs, &sm_machine, s, opts, "shardmaster", 0);
 	if (s->rsm == NULL)
 		goto fail;
 	int rc = dkv_rpc_server_add(s->rpcs, SHARDMASTER_PROG, SHARDMASTER_V1, sm_procs,
