@@ -1,6 +1,8 @@
 /*
  * paxos/paxos.c — the Paxos peer: lifecycle, instance table, Done/Min/Max,
- * and the RPC handlers (PREPARE, ACCEPT, DECIDED).
+ * and the RPC handlers (PREPARE, ACCEPT, DECIDED, INFO, FORWARD). Every
+ * handler is short: none waits for another peer (px_sync waits for our own
+ * disk only), so no RPC is a channel that outlives a partition change.
  *
  * State: one mutex (px->mu) guards everything: the instance table (a sorted
  * array; appends are the common case, lookups binary-search), the Done
