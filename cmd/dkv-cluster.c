@@ -521,7 +521,8 @@ static void spawn_daemon(int i)
 /*
  * start_cluster: one attempt to start every daemon on fresh ports. Returns 0
  * when all accept connections, 1 when one found its address in use (the
- * caller retries), -1 on any other failure or an interrupt.
+ * caller retries), 2 when this build's dkvd lacks --dir (the caller retries
+ * with --memory), -1 on any other failure or an interrupt.
  */
 static int start_cluster(void)
 {
@@ -572,12 +573,11 @@ static int start_cluster(void)
 			if (reap(d, false)) {
 				if (log_contains(d, "address already in use"))
 					return 1;
+				if (!cfg.memory && log_contains(d, "--dir: this build"))
+					return 2;
 				fprintf(stderr, "dkv-cluster: %s (dkvd) exited during start-up; its log:\n",
 				        d->label);
 				show_log_tail(d);
-				if (log_contains(d, "lacks it"))
-					fprintf(stderr, "dkv-cluster: this build of dkvd has no data directories: "
-					                "try --memory\n");
 				return -1;
 			}
 			if (cli_now_ms() > deadline) {
@@ -1286,8 +1286,14 @@ int main(int argc, char **argv)
 	       "(seed %u)\n",
 	       CLI_VERSION, cfg.masters, cfg.groups, cfg.replicas, cfg.clients, cfg.duration_s, cfg.seed);
 	int rc = 1;
-	for (int attempt = 0; attempt < 3 && rc == 1; attempt++) {
-		if (attempt > 0) {
+	for (int attempt = 0; attempt < 4 && (rc == 1 || rc == 2); attempt++) {
+		if (rc == 2) {
+			/* Say so loudly: this run then shows no durability. */
+			event("this build's dkvd has no data directories (--dir): running in memory "
+			      "instead (--memory)");
+			cfg.memory = true;
+			stop_all(3000, false);
+		} else if (attempt > 0) {
 			event("a port was taken meanwhile; restarting on fresh ports");
 			stop_all(3000, false);
 		}

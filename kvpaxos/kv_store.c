@@ -214,6 +214,12 @@ int kv_store_snapshot(const kv_store *s, void **buf, size_t *len)
 	size_t total = 8;
 	kv_ent *e, *tmp;
 	HASH_ITER(hh, s->map, e, tmp) total += 8 + strlen(e->key) + e->vlen;
+	if (total > DKV_STATE_MAX) {
+		/* rsm_prot.x: a snapshot travels in at most DKV_STATE_MAX bytes. */
+		DKV_ERROR("kvpaxos: no snapshot: %zu bytes of state, more than %u",
+		          total, (unsigned)DKV_STATE_MAX);
+		return DKV_ERR_NOMEM;
+	}
 	unsigned char *p = dkv_malloc(total);
 	if (!p) return DKV_ERR_NOMEM;
 	put_u64(p, (uint64_t)s->count);

@@ -1,6 +1,8 @@
 /*
  * paxos/paxos.c — the Paxos peer: lifecycle, instance table, Done/Min/Max,
- * and the RPC handlers (PREPARE, ACCEPT, DECIDED).
+ * and the RPC handlers (PREPARE, ACCEPT, DECIDED, INFO, FORWARD). Every
+ * handler is short: none waits for another peer (px_sync waits for our own
+ * disk only), so no RPC is a channel that outlives a partition change.
  *
  * State: one mutex (px->mu) guards everything: the instance table (a sorted
  * array; appends are the common case, lookups binary-search), the Done
@@ -28,6 +30,11 @@
 #include <string.h>
 
 #include "paxos_internal.h"
+
+/* px_prot.x's bounds: a value holds a service's largest op, a peer index
+ * fits a proposal number's low bits. */
+_Static_assert(PX_VALUE_MAX >= DKV_VALUE_MAX + DKV_KEY_MAX + 64 * 1024, "PX_VALUE_MAX too small");
+_Static_assert(PX_PEERS_MAX < (1 << PX_ROUND_SHIFT), "PX_PEERS_MAX too large");
 
 /* ---------------------------------------------------------------- table */
 
@@ -91,6 +98,7 @@ bool px_range_promise_locked(paxos *px, int from, uint64_t n, int **busy, u_int 
 		px_inst *in = px->insts[i];
 		if (in->n_a || in->v_d || in->n_p > n) cnt++;
 	}
+	if (cnt > PX_BUSY_MAX) return false; /* the list would not fit busy<> */
 	if (cnt) {
 		*busy = malloc(cnt * sizeof **busy);
 		if (!*busy) return false;
@@ -982,7 +990,7 @@ static paxos *px_make_impl(const char *const *peers, int npeers, int me, dkv_rpc
                               bool own_dir)
 {
 	dkv_lib_init();
-	if (!peers || npeers <= 0 || npeers >= (1 << PX_ROUND_SHIFT) || me < 0 || me >= npeers) {
+	if (!peers || npeers <= 0 || npeers > PX_PEERS_MAX || me < 0 || me >= npeers) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -1185,6 +1193,12 @@ bool px_start_locked(paxos *px, int seq, px_blob *v)
 void paxos_start(paxos *px, int seq, const void *value, size_t len)
 {
 	if (!px || seq < 0) return;
+	if (len > PX_VALUE_MAX) {
+		/* it would never pass the peers' decoders (px_prot.x) */
+		DKV_WARN("paxos_start(%d): a value of %zu bytes is over PX_VALUE_MAX (%u): not proposed",
+		         seq, len, (unsigned)PX_VALUE_MAX);
+		return;
+	}
 	reap(px, false);
 	px_blob *v = px_blob_copy(value, len);
 	if (!v) {
@@ -1336,7 +1350,7 @@ paxos *paxos_make_opts(const char *const *peers, int npeers, int me, dkv_rpc_ser
 {
 	dkv_lib_init();
 	if (opts && opts->dir && opts->dir[0]) {
-		if (!peers || npeers <= 0 || me < 0 || me >= npeers) {
+		if (!peers || npeers <= 0 || npeers > PX_PEERS_MAX || me < 0 || me >= npeers) {
 			errno = EINVAL;
 			return NULL;
 		}

@@ -211,32 +211,6 @@ unsigned long px_novote_count(paxos *px, bool sent);
 /* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
 unsigned long px_rejoin_asks(paxos *px);
 
-/* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
-/* px_is_voting: false while the peer rejoins after a restart without state. */
-bool px_is_voting(paxos *px);
-/* px_incarnation: this peer's incarnation (nonzero). */
-uint64_t px_incarnation(paxos *px);
-/* px_vote_floor: the peer refuses to vote at every seq <= this; -1 none.
- * Meaningful once px_is_voting. */
-int px_vote_floor(paxos *px);
-/* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
-unsigned long px_novote_count(paxos *px, bool sent);
-/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
-unsigned long px_rejoin_asks(paxos *px);
-
-/* Restart state, for paxosrsm and operators (paxos.c "Restarts"). */
-/* px_is_voting: false while the peer rejoins after a restart without state. */
-bool px_is_voting(paxos *px);
-/* px_incarnation: this peer's incarnation (nonzero). */
-uint64_t px_incarnation(paxos *px);
-/* px_vote_floor: the peer refuses to vote at every seq <= this; -1 none.
- * Meaningful once px_is_voting. */
-int px_vote_floor(paxos *px);
-/* px_novote_count: NOVOTE replies this peer gave (sent) or its proposers got. */
-unsigned long px_novote_count(paxos *px, bool sent);
-/* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
-unsigned long px_rejoin_asks(paxos *px);
-
 /* Durability. px_log_locked: append one record (no I/O); returns its LSN
  * (0: memory mode, or the peer was stopped by an error). px_sync (no lock
  * held): wait until lsn is durable; false (and the peer stopped) on error. */

@@ -1130,7 +1130,8 @@ static int submit(paxosrsm *rsm, uint8_t type, uint64_t session, uint64_t cseq, 
 {
 	if (res) *res = NULL;
 	if (res_len) *res_len = 0;
-	if (!rsm || (len && !op) || len > UINT32_MAX - HDR_LEN - ENT_LEN) return DKV_ERR_INVAL;
+	/* a batch of one op must fit a Paxos value (px_prot.x PX_VALUE_MAX) */
+	if (!rsm || (len && !op) || len > PX_VALUE_MAX - HDR_LEN - ENT_LEN) return DKV_ERR_INVAL;
 	rsm_op *o = dkv_calloc(1, sizeof *o);
 	void *buf = len ? dkv_malloc(len) : NULL;
 	if (!o || (len && !buf) || dkv_cond_init(&o->cv) != 0) {

@@ -418,7 +418,11 @@ static void take_lease_locked(paxos *px, px_prop *pr, uint64_t n, uint64_t t0)
  * Forwarding: a peer that does not hold the stable-proposer range hands the
  * instance to the peer that does (the one our acceptor last gave a range
  * promise to), which proposes it under its lease; we wait for its DECIDED up
- * to PX_FORWARD_WAIT_MS, then run our own rounds. A refusal (or a failed
+ * to PX_FORWARD_WAIT_MS, then run our own rounds. The FORWARD call itself
+ * returns at once (the holder only queues the job, handle_forward): the wait
+ * is local, on px->cv, so no call stays open across a partition change made
+ * after it started, and the decision reaches us only as a DECIDED message or
+ * a PREPARE reply, both subject to the partition. A refusal (or a failed
  * call) marks that holder's range as useless for forwarding until another
  * range promise is given here. Returns true if seq got decided meanwhile.
  * mu held on entry and exit.

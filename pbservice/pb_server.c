@@ -274,9 +274,22 @@ static int transfer(pbservice_server *s, viewservice_view *v)
 	size_t nkv = pb_store_count(s->kv);
 	void *sbuf = NULL;
 	size_t slen = 0;
+	if (nkv > PB_TRANSFER_KEYS) {
+		/* pb_prot.x bounds a transfer: the backup would reject it. */
+		DKV_ERROR("pbservice %s: cannot transfer state to %s: %zu keys, more than %u",
+		          s->me, v->backup, nkv, (unsigned)PB_TRANSFER_KEYS);
+		return DKV_ERR_NOMEM;
+	}
 	b.kvs = dkv_malloc((nkv ? nkv : 1) * sizeof(pb_kv));
 	if (b.kvs == NULL || dkv_sessions_encode(s->sess, &sbuf, &slen) != DKV_OK) {
 		free(b.kvs);
+		return DKV_ERR_NOMEM;
+	}
+	if (slen > PB_STATE_MAX) {
+		DKV_ERROR("pbservice %s: cannot transfer state to %s: session table of %zu bytes, "
+		          "more than %u", s->me, v->backup, slen, (unsigned)PB_STATE_MAX);
+		free(b.kvs);
+		free(sbuf);
 		return DKV_ERR_NOMEM;
 	}
 	pb_store_foreach(s->kv, add_kv, &b);

@@ -416,6 +416,12 @@ int skv_machine_snapshot(const skv_state *st, void **buf, size_t *len)
 		nouts++;
 	for (const skv_gcpend *g = st->gcs; g != NULL; g = g->next)
 		ngcs++;
+	if (nouts > SKV_PENDING_MAX || ngcs > SKV_PENDING_MAX) {
+		DKV_ERROR("shardkv %lld: no snapshot: %zu left-behind shards, %zu pending GCs "
+		          "(at most %u each, skv_prot.x)", (long long)st->gid, nouts, ngcs,
+		          (unsigned)SKV_PENDING_MAX);
+		return DKV_ERR_NOMEM;
+	}
 	skv_out_wire *outs = nouts ? dkv_calloc(nouts, sizeof *outs) : NULL;
 	skv_gc_wire *gcs = ngcs ? dkv_calloc(ngcs, sizeof *gcs) : NULL;
 	if ((nouts && outs == NULL) || (ngcs && gcs == NULL))

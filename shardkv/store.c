@@ -162,6 +162,12 @@ int skv_xdr_encode(xdrproc_t proc, void *v, void **buf, size_t *len)
 	unsigned long n = xdr_sizeof(proc, v);
 	if (n == 0)
 		return DKV_ERR_INVAL;
+	if (n > SKV_STATE_MAX) {
+		/* No field of skv_prot.x may carry more: the receiver would reject it. */
+		DKV_ERROR("shardkv: refusing to encode %lu bytes (more than %u, skv_prot.x)",
+		          n, (unsigned)SKV_STATE_MAX);
+		return DKV_ERR_INVAL;
+	}
 	char *b = dkv_malloc(n);
 	if (b == NULL)
 		return DKV_ERR_NOMEM;
@@ -212,6 +218,11 @@ int skv_shard_encode(const skv_shard *sh, void **buf, size_t *len)
 	int rc = DKV_OK;
 	void *sb = NULL;
 	size_t slen = 0;
+	if (sh->nkeys > SKV_SHARD_KEYS) {
+		DKV_ERROR("shardkv: cannot encode a shard of %zu keys (more than %u, skv_prot.x)",
+		          (size_t)sh->nkeys, (unsigned)SKV_SHARD_KEYS);
+		return DKV_ERR_NOMEM;
+	}
 	if (sh->nkeys > 0) {
 		/* Borrowed pointers: the wire struct is only encoded, never freed deep. */
 		w.kvs.kvs_val = dkv_calloc(sh->nkeys, sizeof(skv_kv));

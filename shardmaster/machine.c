@@ -33,6 +33,12 @@ static int xdr_to_buf(xdrproc_t proc, void *v, void **buf, size_t *len)
 	unsigned long n = xdr_sizeof(proc, v);
 	if (n == 0)
 		return DKV_ERR_INVAL;
+	if (n > DKV_STATE_MAX) {
+		/* rsm_prot.x: a snapshot travels in at most DKV_STATE_MAX bytes. */
+		DKV_ERROR("shardmaster: refusing to encode %lu bytes (more than %u)", n,
+		          (unsigned)DKV_STATE_MAX);
+		return DKV_ERR_INVAL;
+	}
 	char *b = dkv_malloc(n);
 	if (b == NULL)
 		return DKV_ERR_NOMEM;
@@ -123,6 +129,11 @@ int sm_machine_snapshot(const sm_state *st, void **buf, size_t *len)
 	sm_snapshot snap;
 	memset(&snap, 0, sizeof snap);
 	snap.last_id = st->last_id;
+	if ((unsigned long)st->nconfigs > SM_WIRE_MAX_CONFIGS) {
+		DKV_ERROR("shardmaster: no snapshot: %d configurations, more than %u (sm_prot.x)",
+		          st->nconfigs, (unsigned)SM_WIRE_MAX_CONFIGS);
+		return DKV_ERR_NOMEM;
+	}
 	snap.configs.configs_val = dkv_calloc((size_t)st->nconfigs, sizeof(sm_wire_config));
 	if (snap.configs.configs_val == NULL)
 		return DKV_ERR_NOMEM;

@@ -163,6 +163,16 @@ uint64_t dkv_rng_below(dkv_rng *r, uint64_t n);
 /* dkv_random_seed: a fresh seed from getrandom() (falls back to time and a counter). */
 uint64_t dkv_random_seed(void);
 
+/* ---------------------------------------------------------------- wire bounds */
+
+/* Whole-state transfers (pbservice state transfer, paxosrsm snapshots, a
+ * shardkv shard as it moves) carry at most DKV_STATE_MAX bytes in one field and
+ * at most DKV_STATE_KEYS_MAX keys (64 MiB of decoded array): the .x files bound
+ * their fields by these numbers (src/wire_bounds.c checks they agree), and a
+ * sender whose state is larger refuses, with a log line, to send it. */
+#define DKV_STATE_MAX (1u << 30)
+#define DKV_STATE_KEYS_MAX (1u << 22)
+
 /* ---------------------------------------------------------------- log */
 
 enum dkv_log_level { DKV_LOG_DEBUG = 0, DKV_LOG_INFO, DKV_LOG_WARN, DKV_LOG_ERROR, DKV_LOG_OFF };

@@ -59,6 +59,10 @@
 #define CHAOS_MIN_OK_PER_CLIENT 20
 #define CHAOS_GRACE_MS 10000u /* past the run time, to inject the kinds not yet seen */
 #define MAXN 5
+/* A replica restarted without its state counts as lost for this long: it votes
+ * again only once a majority of the others, voting, gave it their state (API.md:
+ * "within about 2 s plus the time to transfer its state"). */
+#define REJOIN_MS 8000u
 #define FINAL_TIMEOUT_MS 30000
 #define LIN_TIMEOUT_MS 60000
 
@@ -568,6 +572,7 @@ typedef struct {
 	bool reach[MAXN * MAXN]; /* the links as the nemesis last set them */
 	bool restarts;           /* the restart variant: kill and start again */
 	int nkilled;
+	uint64_t restarted_at[MAXN]; /* th_now_ms() of the last restart, 0 = never */
 } kvp_cluster;
 
 static void *kvp_clerk_new(void *svc)
@@ -661,15 +666,36 @@ static bool kvp_is_down(const kvp_cluster *c, int i)
 	return c->down[i];
 }
 
-/* The draw: partitions 12 of 14 (or 17 with restarts), kills 1 (3), restarts 0 (2). */
+/* recent: restarted less than REJOIN_MS ago: it may not vote yet. */
+static bool recent(uint64_t restarted_at)
+{
+	return restarted_at != 0 && th_now_ms() - restarted_at < REJOIN_MS;
+}
+
+static bool kvp_up_settled(const kvp_cluster *c, int i)
+{
+	return !c->down[i] && !recent(c->restarted_at[i]);
+}
+
+/* kvp_lost: replicas without their state now: down, or restarted recently. */
+static int kvp_lost(const kvp_cluster *c)
+{
+	int k = 0;
+	for (int i = 0; i < c->n; i++)
+		k += c->down[i] || recent(c->restarted_at[i]);
+	return k;
+}
+
+/* The draw: of 14 (or 20 with restarts), partitions and heals 11, unreliable 2, kills 1
+ * (3), restarts 0 (4). */
 static int kvp_draw(void *svc, rng *r)
 {
 	kvp_cluster *c = svc;
-	int f = runif(r, c->restarts ? 17 : 14);
-	static const int kinds[17] = { F_HALVES, F_HALVES,     F_HALVES,   F_LONE,    F_LONE,
-		                       F_GROUPS3, F_GROUPS3,    F_HEAL,     F_HEAL,    F_UNRELIABLE,
-		                       F_RELIABLE, F_BRIDGE,    F_BRIDGE,   F_KILL,    F_KILL,
-		                       F_RESTART, F_RESTART };
+	int f = runif(r, c->restarts ? 20 : 14);
+	static const int kinds[20] = { F_HALVES,  F_HALVES,  F_HALVES,  F_LONE,       F_LONE,
+		                       F_GROUPS3, F_GROUPS3, F_HEAL,    F_HEAL,       F_UNRELIABLE,
+		                       F_RELIABLE, F_BRIDGE, F_BRIDGE,  F_KILL,       F_KILL,
+		                       F_KILL,    F_RESTART, F_RESTART, F_RESTART,    F_RESTART };
 	return kinds[f];
 }
 
@@ -741,16 +767,23 @@ again:
 		break;
 	}
 	case F_KILL: {
-		/* without restarts, one replica for good; with them, never a majority of
-		 * 5 at once: at most 2 down (a restarted one that does not vote yet can
-		 * make a third that does not vote: calls wait, nothing breaks) */
-		if (c->restarts && kvp_ndown(c) >= (n - 1) / 2) {
-			kind = F_RESTART; /* as many down as may be: bring one back instead */
-			goto again;
+		/* without restarts, one replica for good. With them (memory mode: a killed
+		 * replica's state is gone, and a restarted one has none until it caught
+		 * up), never a majority without state: at most one down, and a kill only
+		 * while at most one other is down or restarted within REJOIN_MS; three of
+		 * five without state would wedge the group for good (API.md). */
+		if (c->restarts && (kvp_ndown(c) > 0 || kvp_lost(c) > 1)) {
+			if (kvp_ndown(c) > 0) {
+				kind = F_RESTART; /* bring the one down back instead */
+				goto again;
+			}
+			break;
 		}
 		if (!c->restarts && c->nkilled >= 1)
 			break;
-		int i = kvp_pick(c, r, kvp_up);
+		int i = kvp_pick(c, r, c->restarts ? kvp_up_settled : kvp_up);
+		if (i < 0)
+			break;
 		kvpaxos_server_kill(c->kva[i]);
 		c->down[i] = true;
 		c->nkilled++;
@@ -775,6 +808,7 @@ again:
 		}
 		c->down[i] = false;
 		c->unreliable[i] = false;
+		c->restarted_at[i] = th_now_ms();
 		th_links(c->nm, c->reach); /* the old links point at the dead socket */
 		note_fault(env, kind, "replica %d (memory mode: its state is gone)", i);
 		break;
@@ -799,8 +833,9 @@ static const schedule kvp_schedule = {
 	0x6e656d65736973ULL, kvp_draw, kvp_inject, kvp_heal
 };
 static const schedule kvp_restart_schedule = {
-	{ F_HALVES, F_LONE, F_GROUPS3, F_HEAL, F_UNRELIABLE, F_RELIABLE, F_KILL, F_RESTART, F_BRIDGE },
-	9, 0x6e656d657369735aULL, kvp_draw, kvp_inject, kvp_heal
+	{ F_HALVES, F_LONE, F_GROUPS3, F_HEAL, F_UNRELIABLE, F_RELIABLE, F_KILL, F_RESTART, F_BRIDGE,
+	  F_KILL, F_RESTART }, /* kills and restarts twice in the first round */
+	11, 0x6e656d657369735aULL, kvp_draw, kvp_inject, kvp_heal
 };
 
 /* kvp_restart_works: kvpaxos_server_start_opts accepts `restart` (not ENOTSUP). */
@@ -1070,6 +1105,7 @@ typedef struct {
 	bool reach[SK_NG][SK_NR * SK_NR];
 	bool joined[SK_NG];
 	bool restarts;
+	uint64_t restarted_at[SK_NG][SK_NR]; /* th_now_ms() of the last restart, 0 = never */
 	shardmaster_clerk *mck;
 	int sm_timeouts; /* shard-master calls of the nemesis that timed out */
 } sk_cluster;
@@ -1137,11 +1173,11 @@ static bool sm_result(run_env *env, sk_cluster *c, int rc, const char *what)
 }
 
 /* The draw: moves 3 of 10, join/leave 1, lone 2, heal 2, unreliable 2; with
- * restarts, of 13: kills 1, restarts 2. */
+ * restarts, of 15: kills 2, restarts 3. */
 static int sk_draw(void *svc, rng *r)
 {
 	sk_cluster *c = svc;
-	int f = runif(r, c->restarts ? 13 : 10);
+	int f = runif(r, c->restarts ? 15 : 10);
 	if (f < 3)
 		return F_MOVE;
 	if (f < 4)
@@ -1154,7 +1190,7 @@ static int sk_draw(void *svc, rng *r)
 		return F_UNRELIABLE;
 	if (f < 10)
 		return F_RELIABLE;
-	return f < 11 ? F_KILL : F_RESTART;
+	return f < 12 ? F_KILL : F_RESTART;
 }
 
 /*
@@ -1166,8 +1202,10 @@ static int sk_draw(void *svc, rng *r)
 static void sk_inject(run_env *env, void *svc, rng *r, int kind)
 {
 	sk_cluster *c = svc;
-	int g = runif(r, SK_NG), from = runif(r, SK_NG * SK_NR);
+	int g = runif(r, SK_NG), from = runif(r, SK_NG * SK_NR), hops = 0;
 again:
+	if (hops++ > 1)
+		return; /* neither a kill nor a restart can happen now */
 	switch (kind) {
 	case F_MOVE: {
 		int to, shard = runif(r, SHARDMASTER_NSHARDS);
@@ -1222,11 +1260,11 @@ again:
 		if (!c->restarts)
 			break;
 		for (int k = 0; k < SK_NG; k++) {
-			int gg = (g + k) % SK_NG, down = 0;
+			int gg = (g + k) % SK_NG, lost = 0;
 			for (int j = 0; j < SK_NR; j++)
-				down += c->down[gg][j];
-			if (down > 0)
-				continue; /* never two of a group of three */
+				lost += c->down[gg][j] || recent(c->restarted_at[gg][j]);
+			if (lost > 0)
+				continue; /* never two of a group of three without state */
 			int j = runif(r, SK_NR);
 			shardkv_server_kill(c->s[gg][j]);
 			c->down[gg][j] = true;
@@ -1254,6 +1292,7 @@ again:
 			}
 			c->down[gg][j] = false;
 			c->unreliable[gg][j] = false;
+			c->restarted_at[gg][j] = th_now_ms();
 			th_links(c->nm[gg], c->reach[gg]); /* the old links point at the dead socket */
 			note_fault(env, kind, "group %lld replica %d (memory mode: its state is gone)",
 			           (long long)c->gids[gg], j);
@@ -1283,7 +1322,8 @@ static const schedule sk_schedule = {
 	0x73686172646bULL, sk_draw, sk_inject, sk_heal
 };
 static const schedule sk_restart_schedule = {
-	{ F_MOVE, F_JOIN, F_LEAVE, F_LONE, F_HEAL, F_UNRELIABLE, F_RELIABLE, F_KILL, F_RESTART }, 9,
+	{ F_MOVE, F_JOIN, F_LEAVE, F_LONE, F_HEAL, F_UNRELIABLE, F_RELIABLE, F_KILL, F_RESTART, F_KILL,
+	  F_RESTART }, 11, /* kills and restarts twice in the first round */
 	0x73686172646b5aULL, sk_draw, sk_inject, sk_heal
 };
 

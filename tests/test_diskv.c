@@ -1686,6 +1686,55 @@ static void test_diskv_dkvd_refuses_unusable_directories_naming_them(void **stat
 	finish(c);
 }
 
+/*
+ * The same refusals end to end on the view service (its directory support is
+ * in): a second server on a directory in use (EBUSY), a directory of the view
+ * service at another address (EINVAL), a file where the directory should be;
+ * each exits 1 naming the directory, and the first server keeps serving.
+ */
+static void test_diskv_dkvd_viewservice_refuses_unusable_directories_naming_them(void **state)
+{
+	cluster *c = cluster_alloc(state, true, 1, 1, false, true);
+	replica *r = &c->r[0][0];
+	static char out[16384];
+	char other[DKV_NAME_MAX + 8];
+	snprintf(other, sizeof other, "%s-b", r->addr);
+	char *first[] = { bin_dkvd, "viewservice", "--listen", r->addr, "--dir", r->dir, NULL };
+	log_line(r->log, "==== test: start #1 of %s", r->label);
+	r->pid = tp_spawn(first, r->log);
+	r->starts = 1;
+	wait_serving(r);
+
+	char *busy[] = { "viewservice", "--listen", other, "--dir", r->dir, NULL };
+	assert_int_equal(run_dkvd(out, sizeof out, busy), 1);
+	assert_has(out, r->dir);
+	assert_has(out, "in use by another process");
+	assert_false(tp_exited(r->pid, NULL)); /* the first one still runs */
+
+	char file[300];
+	snprintf(file, sizeof file, "%.200s/plain-file", c->data);
+	FILE *f = fopen(file, "w");
+	assert_non_null(f);
+	fputs("not a directory\n", f);
+	fclose(f);
+	char *notdir[] = { "viewservice", "--listen", other, "--dir", file, NULL };
+	assert_int_equal(run_dkvd(out, sizeof out, notdir), 1);
+	assert_has(out, file);
+
+	kill_replica(c, 0, 0, false);
+	assert_int_equal(run_dkvd(out, sizeof out, busy), 1);
+	assert_has(out, r->dir);
+	assert_has(out, "belongs to another replica");
+
+	char *again[] = { bin_dkvd, "viewservice", "--listen", r->addr, "--dir", r->dir, "--restart",
+		          NULL };
+	log_line(r->log, "==== test: start #2 of %s", r->label);
+	r->pid = tp_spawn(again, r->log);
+	r->starts = 2;
+	wait_serving(r);
+	finish(c);
+}
+
 /* No process is left behind: every dkvd a test started is gone (reaped) after its teardown. */
 static void test_diskv_leaves_no_process_behind(void **state)
 {
@@ -1729,6 +1778,7 @@ int main(void)
 		CASE(test_diskv_kvpaxos_replica_restarted_in_memory_mode_serves_what_it_had),
 		CASE(test_diskv_kvpaxos_whole_group_sigkilled_keeps_every_acknowledged_write),
 		CASE(test_diskv_dkvd_refuses_unusable_directories_naming_them),
+		CASE(test_diskv_dkvd_viewservice_refuses_unusable_directories_naming_them),
 		cmocka_unit_test(test_diskv_leaves_no_process_behind),
 	};
 	return th_run_suite("diskv", tests);

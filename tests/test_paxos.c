@@ -10,8 +10,11 @@
  * threads (ManyForget, Lots) never call cmocka's fail: they record the first
  * violation and the main thread fails with it after joining them.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <malloc.h>
@@ -1510,6 +1513,145 @@ static void test_paxos_power_cut_test_bites_without_fsync(void **state)
 	assert_true(bad > 0);
 }
 
+
+/* ------------------------------------------------------------ bounded XDR */
+
+/* A raw request body: 32-bit words, sent as they are. */
+typedef struct {
+	const uint32_t *w;
+	int n;
+} raw_words;
+
+static bool_t xdr_raw_words(XDR *x, void *p)
+{
+	raw_words *r = p;
+	for (int i = 0; i < r->n; i++) {
+		u_int v = r->w[i];
+		if (!xdr_u_int(x, &v)) return FALSE;
+	}
+	return TRUE;
+}
+
+static enum clnt_stat raw_px_call(const char *path, rpcproc_t proc, const uint32_t *w, int n)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	assert_true(strlen(path) < sizeof sa.sun_path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	struct netbuf nb = {.maxlen = sizeof sa, .len = sizeof sa, .buf = &sa};
+	CLIENT *c = clnt_vc_create(fd, &nb, PX_PROG, PX_VERS, 0, 0);
+	assert_non_null(c);
+	raw_words rw = {w, n};
+	struct timeval tv = {30, 0}; /* a bound on a hang, not a measure */
+	enum clnt_stat st = clnt_call(c, proc, (xdrproc_t)xdr_raw_words, (char *)&rw,
+	                              (xdrproc_t)xdr_void, NULL, tv);
+	clnt_destroy(c);
+	close(fd);
+	return st;
+}
+
+/* Bounded XDR (px_prot.x): records of a few bytes that announce huge arrays
+ * or values get GARBAGE_ARGS without the decoder allocating what they
+ * announce (counted: bytes the value decoder allocated), no handler runs, and
+ * the peer keeps serving. The senders keep to the bounds: an oversized value
+ * is not proposed, an oversized group is refused. */
+static void test_paxos_tiny_records_announcing_huge_lengths_are_refused(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("xdrbound", 3, false);
+	/* hdr: from, from_inc (2 words), to_inc (2 words), then dones<> */
+	const uint32_t huge_dones[] = {1, 0, 7, 0, 0, 0x3fffffffu};
+	const uint32_t huge_dincs[] = {1, 0, 7, 0, 0, 0, 0x20000000u};
+	/* hdr with empty vectors, leading, seq, then the value's length */
+	const uint32_t value_over[] = {1, 0, 7, 0, 0, 0, 0, 0, 5, 0xfffffff0u};
+	const uint32_t value_max[] = {1, 0, 7, 0, 0, 0, 0, 0, 5, PX_VALUE_MAX, 0x41414141u, 0x42424242u};
+	/* ACCEPT: hdr, seq, n (2 words), value */
+	const uint32_t accept_max[] = {1, 0, 7, 0, 0, 0, 0, 0, 5, 0, 1 << 16, PX_VALUE_MAX - 3, 1};
+	/* PREPARE's reply type is not a request, but INFO carries a header only */
+	struct {
+		rpcproc_t proc;
+		const uint32_t *w;
+		int n;
+	} bad[] = {
+		{PX_INFO, huge_dones, 6},       {PX_PREPARE, huge_dincs, 7},
+		{PX_DECIDED, value_over, 10},   {PX_DECIDED, value_max, 12},
+		{PX_FORWARD, value_max, 12},    {PX_ACCEPT, accept_max, 13},
+	};
+	const int nbad = (int)(sizeof bad / sizeof bad[0]), rounds = 10;
+	unsigned long served0 = paxos_rpc_count(cl->px[0]);
+	unsigned long alloc0 = __atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED);
+	int garbage = 0, value_records = 0;
+	for (int r = 0; r < rounds; r++)
+		for (int k = 0; k < nbad; k++) {
+			enum clnt_stat st = raw_px_call(cl->ports[0], bad[k].proc, bad[k].w, bad[k].n);
+			if (st == RPC_CANTDECODEARGS) garbage++;
+			else printf("  record %d: %s\n", k, clnt_sperrno(st));
+			if (bad[k].w == value_max || bad[k].w == accept_max) value_records++;
+		}
+	unsigned long alloc = __atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED) - alloc0;
+	printf("  %d of %d tiny records answered GARBAGE_ARGS; value decoder allocated %lu bytes "
+	       "for %d records announcing ~%u MiB each\n",
+	       garbage, rounds * nbad, alloc, value_records, (unsigned)(PX_VALUE_MAX >> 20));
+	assert_int_equal(garbage, rounds * nbad);
+	assert_true(alloc <= (unsigned long)value_records * PX_VALUE_STEP);
+	assert_int_equal(paxos_rpc_count(cl->px[0]), served0); /* no handler ran */
+
+	/* records that announce a 65 MiB value and stall: each decode holds one
+	 * step (the old unbounded decoder held the whole announced length) */
+	enum { NSTALL = 8 };
+	int fds[NSTALL];
+	unsigned long st0 = __atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED);
+	for (int k = 0; k < NSTALL; k++) {
+		fds[k] = socket(AF_UNIX, SOCK_STREAM, 0);
+		assert_true(fds[k] >= 0);
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		memcpy(sa.sun_path, cl->ports[0], strlen(cl->ports[0]) + 1);
+		assert_int_equal(connect(fds[k], (struct sockaddr *)&sa, sizeof sa), 0);
+		/* record mark, call header (xid, CALL, v2, prog, vers, DECIDED, no
+		 * auth), then the DECIDED args up to the value's length */
+		uint32_t w[] = {0, 100u + (uint32_t)k, 0, 2, PX_PROG, PX_VERS, PX_DECIDED, 0, 0, 0, 0,
+		                1, 0, 7, 0, 0, 0, 0, 0, 5, PX_VALUE_MAX};
+		w[0] = 0x80000000u | (uint32_t)(sizeof w - 4 + 8); /* 8 value bytes never come */
+		for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] = htonl(w[i]);
+		assert_int_equal(write(fds[k], w, sizeof w), (ssize_t)sizeof w);
+	}
+	uint64_t until = th_now_ms() + 30000; /* a bound on a hang, not a measure */
+	while (__atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED) - st0 <
+	       (unsigned long)NSTALL * PX_VALUE_STEP && th_now_ms() < until)
+		th_sleep_ms(5);
+	unsigned long held = __atomic_load_n(&px_value_decode_alloc, __ATOMIC_RELAXED) - st0;
+	printf("  %d stalled records announcing %u MiB each: the decoders hold %lu bytes\n", NSTALL,
+	       (unsigned)(PX_VALUE_MAX >> 20), held);
+	assert_int_equal(held, (unsigned long)NSTALL * PX_VALUE_STEP);
+	for (int k = 0; k < NSTALL; k++) close(fds[k]);
+	assert_int_equal(paxos_rpc_count(cl->px[0]), served0);
+
+	/* it keeps serving: an agreement through peer 0's acceptor */
+	start_int(cl, 1, 0, 42);
+	waitn(cl, 0, 3);
+	assert_true(paxos_rpc_count(cl->px[0]) > served0);
+
+	/* a value over the bound is not proposed (no job, no instance) */
+	size_t big = (size_t)PX_VALUE_MAX + 1;
+	char *v = calloc(1, big);
+	assert_non_null(v);
+	paxos_start(cl->px[2], 1, v, big);
+	free(v);
+	pthread_mutex_lock(&cl->px[2]->mu);
+	assert_null(px_find_locked(cl->px[2], 1));
+	assert_int_equal(cl->px[2]->njobs, 0);
+	pthread_mutex_unlock(&cl->px[2]->mu);
+	/* nor is a group the headers could not carry */
+	const char *many[PX_PEERS_MAX + 1];
+	for (int i = 0; i <= PX_PEERS_MAX; i++) many[i] = cl->ports[0];
+	errno = 0;
+	assert_null(paxos_make(many, PX_PEERS_MAX + 1, 0, NULL));
+	assert_int_equal(errno, EINVAL);
+	cl_free(cl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1546,6 +1688,7 @@ int main(void)
 		cmocka_unit_test(test_paxos_durable_log_follows_the_live_state),
 		cmocka_unit_test(test_paxos_power_cuts_forget_no_acknowledged_vote),
 		cmocka_unit_test(test_paxos_power_cut_test_bites_without_fsync),
+		cmocka_unit_test(test_paxos_tiny_records_announcing_huge_lengths_are_refused),
 	};
 	return th_run_suite("paxos", tests);
 }
