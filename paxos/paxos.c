@@ -808,7 +808,7 @@ static int replay_rec(void *arg, uint64_t lsn, const void *rec, size_t len)
 	    r.seq >= px->min_seq)
 		err = ENOMEM;
 	switch (err ? 0 : r.type) {
-	case 'I': px->inc = r.n; px->dincs[px->me] = r.n; break;
+	case 'I': px->inc = r.n; px->dincs[px->me] = r.n; px->replay_inc = true; break;
 	case 'P': if (in && r.n > in->n_p) in->n_p = r.n; break;
 	case 'A':
 		if (in && r.n >= in->n_a) {
@@ -1053,6 +1053,17 @@ static paxos *px_make_impl(const char *const *peers, int npeers, int me, dkv_rpc
 		px->own_dir = own_dir;
 		bool fresh = dkv_dir_fresh(dir);
 		err = dkv_log_open(dir, "paxos.log", replay_rec, px, &px->log);
+		/* The first record of our state is the incarnation ('I'), synced before
+		 * any vote. A directory that holds other files (IDENTITY, say: a start
+		 * that crashed before its first sync — a lost-disk restart among them)
+		 * but no incarnation record holds no vote of ours: it is fresh, and
+		 * `restart` decides as for an empty directory. Counting it as state
+		 * would let an amnesiac lost-disk replica vote at once. */
+		if (!err && !fresh && !px->replay_inc) {
+			DKV_INFO("paxos %d: %s holds no acceptor state yet: treated as new", me,
+			         dkv_dir_path(dir));
+			fresh = true;
+		}
 		if (!err && fresh) {
 			/* a new directory: our incarnation is the first record */
 			pthread_mutex_lock(&px->mu);

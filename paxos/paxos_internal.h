@@ -175,6 +175,7 @@ struct paxos {
 	bool syncer_running;
 	uint64_t sync_want;   /* the syncer makes this LSN durable */
 	bool replay_rejoin;   /* replay: a rejoin was under way (J without V) */
+	bool replay_inc;      /* replay: the log held our incarnation record ('I') */
 
 	/* Immutable after paxos_make. */
 	int npeers, me;

@@ -310,6 +310,48 @@ static void test_durable_lost_disk_rejoins_and_catches_up(void **state)
 	dc_free(&c);
 }
 
+/*
+ * A lost-disk restart that dies after the directory's IDENTITY file is written
+ * but before Paxos synced its first record leaves a directory that holds a
+ * file and no vote. Started again (restart), it must rejoin without voting,
+ * not count the IDENTITY file as state and vote at once with no promises.
+ * The peers are down while it starts, so "not voting" cannot be a race with a
+ * rejoin that completes.
+ */
+static void test_durable_lost_disk_restart_cut_before_its_first_sync_still_rejoins(void **state)
+{
+	(void)state;
+	dcluster c;
+	dc_init(&c, "lostcut", false);
+	for (int i = 0; i < N; i++) dc_start(&c, i, false);
+	kvpaxos_clerk *ck = kvpaxos_clerk_new(c.portp, N);
+	must_put(ck, "a", "1");
+	dc_stop(&c, 0);
+	rm_rf(c.dirs[0]);
+	assert_int_equal(mkdir(c.dirs[0], 0777), 0);
+	dc_start(&c, 0, true);
+	dc_stop(&c, 0);
+	/* the crash: every file but IDENTITY lost (paxos.log as if never synced) */
+	char path[DKV_NAME_MAX + 64];
+	snprintf(path, sizeof path, "%s/paxos.log", c.dirs[0]);
+	assert_int_equal(truncate(path, 0), 0);
+	snprintf(path, sizeof path, "%s/rsm.snap", c.dirs[0]);
+	(void)unlink(path);
+	dc_stop(&c, 1);
+	dc_stop(&c, 2);
+	dc_start(&c, 0, true);
+	assert_false(px_is_voting(kvpaxos_server_paxos(c.kv[0])));
+	assert_false(role_is(c.kv[0], PAXOSRSM_VOTING));
+	dc_start(&c, 1, true);
+	dc_start(&c, 2, true);
+	WAIT_UNTIL(role_is(c.kv[0], PAXOSRSM_VOTING), 20000);
+	kvpaxos_clerk *ck0 = clerk_one(&c, 0);
+	check(ck0, "a", "1");
+	kvpaxos_clerk_free(ck0);
+	kvpaxos_clerk_free(ck);
+	dc_free(&c);
+}
+
 /* ------------------------------------------------------------ bad directories */
 
 static void test_durable_bad_directories_are_refused(void **state)
@@ -692,6 +734,7 @@ int main(void)
 		cmocka_unit_test(test_durable_whole_group_restart_keeps_acknowledged_writes),
 		cmocka_unit_test(test_durable_replica_restarted_on_its_directory_votes_at_once),
 		cmocka_unit_test(test_durable_lost_disk_rejoins_and_catches_up),
+		cmocka_unit_test(test_durable_lost_disk_restart_cut_before_its_first_sync_still_rejoins),
 		cmocka_unit_test(test_durable_bad_directories_are_refused),
 		cmocka_unit_test(test_durable_disk_use_follows_the_live_state),
 		cmocka_unit_test(test_durable_fsync_error_stops_the_replica),
