@@ -11,6 +11,9 @@
  * them — starts the server through the public API and waits in sigwait().
  * On a signal it frees the server (X_free kills it: threads joined, socket
  * closed) and exits 0. A second signal during that shutdown exits 1 at once.
+ * While it waits it asks the server's status every STOP_POLL_MS: a replica
+ * that stopped itself (a failed write or fsync of its directory) makes dkvd
+ * exit 1, as API.md says.
  *
  * Durability: --dir DIR (DKV_DIR), --restart (DKV_RESTART=1) and
  * --unsafe-no-fsync become a dkv_server_opts for the *_start_opts function of
@@ -32,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dkv/kvpaxos.h"
@@ -40,6 +44,7 @@
 #include "dkv/shardmaster.h"
 #include "dkv/viewservice.h"
 #include "lib/cli.h"
+#include "status.h"
 
 enum service { SVC_VIEWSERVICE, SVC_PBSERVICE, SVC_KVPAXOS, SVC_SHARDMASTER, SVC_SHARDKV, SVC__COUNT };
 
@@ -183,6 +188,25 @@ static void *second_signal(void *arg)
 		_exit(CLI_EXIT_ERR);
 	}
 	return NULL;
+}
+
+/*
+ * stopped_itself: did the server stop itself (a write or fsync error of its
+ * data directory, an op it could not apply: API.md says dkvd then exits 1)?
+ * Asked through the server's own status program on its own endpoint — the one
+ * place that reports a replica's role — once per STOP_POLL_MS while dkvd
+ * waits for a signal. A call that fails says nothing (a loaded server may be
+ * slow to answer): only an answer "stopped"/"failed" counts.
+ */
+#define STOP_POLL_MS 500
+static bool stopped_itself(enum service svc, dkv_rpc_pool *pool, const char *addr)
+{
+	if (svc == SVC_PBSERVICE || pool == NULL)
+		return false;
+	dkv_status st;
+	if (dkv_status_get(pool, addr, 2000, &st) != DKV_OK)
+		return false;
+	return strcmp(st.role, "stopped") == 0 || strcmp(st.role, "failed") == 0;
 }
 
 /* The settings after environment and flags. Strings are borrowed from argv/environ. */
@@ -535,8 +559,22 @@ int main(int argc, char **argv)
 		                      "have given their state");
 
 	int sig = 0;
-	while (sigwait(&stop, &sig) != 0)
-		;
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	const struct timespec poll = { .tv_sec = 0, .tv_nsec = STOP_POLL_MS * 1000000L };
+	for (;;) {
+		sig = sigtimedwait(&stop, NULL, &poll);
+		if (sig > 0)
+			break;
+		if (stopped_itself(st.svc, pool, addr)) {
+			cli_log(CLI_LOG_ERROR, "the %s replica on %s stopped itself (see the error above): "
+			                       "exiting", service_names[st.svc], addr);
+			dkv_rpc_pool_free(pool);
+			server_free(&srv);
+			replica_destroy(&r);
+			return CLI_EXIT_ERR;
+		}
+	}
+	dkv_rpc_pool_free(pool);
 	cli_log(CLI_LOG_INFO, "%s received: stopping", signame(sig));
 	pthread_t t;
 	if (pthread_create(&t, NULL, second_signal, &stop) == 0)

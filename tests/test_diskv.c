@@ -1687,6 +1687,55 @@ static void test_diskv_dkvd_refuses_unusable_directories_naming_them(void **stat
 }
 
 /*
+ * API.md: while running, a write or fsync error (ENOSPC, EIO) stops the
+ * replica with a log line, and dkvd exits 1. Replica 0's directory is put on a
+ * 256 KiB tmpfs; values of 60 KB fill it; its dkvd must exit 1 saying why,
+ * while the other two keep serving. Needs mount(2) (root in a sandbox that
+ * allows it): skipped, saying so, where it does not.
+ */
+static void test_diskv_dkvd_exits_1_when_its_directory_fills_up(void **state)
+{
+	cluster *c = kv_cluster_new(state, true);
+	kvpaxos_clerk *ck = kv_clerk(c->gptrs[0], 3);
+	kv_put(ck, "k", "v");
+	kill_replica(c, 0, 0, true);
+	replica *r = &c->r[0][0];
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=256k,mode=0700 tmpfs '%s' 2>/dev/null", r->dir);
+	if (system(cmd) != 0) {
+		printf("  skipped: cannot mount a small tmpfs here (needs root and mount(2))\n");
+		kvpaxos_clerk_free(ck);
+		finish(c);
+		skip();
+	}
+	start_replica(c, 0, 0);
+	static char big[60001];
+	memset(big, 'x', sizeof big - 1);
+	pid_t pid = r->pid;
+	int code = -1;
+	bool exited = false;
+	for (int i = 0; i < 40 && !(exited = tp_exited(pid, &code)); i++) {
+		char key[16];
+		snprintf(key, sizeof key, "big%d", i);
+		kv_put(ck, key, big); /* replicas 1 and 2 serve throughout */
+	}
+	if (!exited)
+		code = tp_wait(pid, 30000);
+	r->pid = 0;
+	snprintf(cmd, sizeof cmd, "umount '%s'", r->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "  warning: %s failed\n", cmd);
+	static char out[65536];
+	tp_read_file(r->log, out, sizeof out);
+	assert_int_equal(code, 1);
+	assert_has(out, "No space left on device");
+	assert_has(out, "stopped itself");
+	kv_check(ck, "k", "v");
+	kvpaxos_clerk_free(ck);
+	finish(c);
+}
+
+/*
  * The same refusals end to end on the view service (its directory support is
  * in): a second server on a directory in use (EBUSY), a directory of the view
  * service at another address (EINVAL), a file where the directory should be;
@@ -1778,6 +1827,7 @@ int main(void)
 		CASE(test_diskv_kvpaxos_replica_restarted_in_memory_mode_serves_what_it_had),
 		CASE(test_diskv_kvpaxos_whole_group_sigkilled_keeps_every_acknowledged_write),
 		CASE(test_diskv_dkvd_refuses_unusable_directories_naming_them),
+		CASE(test_diskv_dkvd_exits_1_when_its_directory_fills_up),
 		CASE(test_diskv_dkvd_viewservice_refuses_unusable_directories_naming_them),
 		cmocka_unit_test(test_diskv_leaves_no_process_behind),
 	};
