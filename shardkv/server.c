@@ -341,3 +341,8 @@ paxos *shardkv_server_paxos(shardkv_server *s)
 {
 	return s ? paxosrsm_paxos(s->rsm) : NULL;
 }
+
+paxosrsm *shardkv_server_rsm(shardkv_server *s)
+{
+	return s ? s->rsm : NULL;
+}
