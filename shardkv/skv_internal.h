@@ -157,6 +157,7 @@ struct shardkv_server {
 	dkv_rpc_server *srv;
 	paxosrsm *rsm;
 	struct dkv_status_reg *status; /* the status program on srv */
+	char *dir;                   /* opts->dir (malloc'ed; NULL: none), for status */
 	dkv_rpc_pool *pool;          /* migration RPCs to other groups */
 	shardmaster_clerk *smck;     /* used by the poller thread only */
 	pthread_t poller;
