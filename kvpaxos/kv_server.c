@@ -45,6 +45,7 @@ struct kvpaxos_server {
 	dkv_rpc_server *rpcs;
 	paxosrsm *rsm;
 	dkv_status_reg *status;  /* the status program on rpcs */
+	char *dir;               /* opts->dir (malloc'ed; NULL: none), for status */
 	pthread_mutex_t kill_mu; /* serialises kvpaxos_server_kill */
 	bool killed;             /* kill finished (kill_mu) */
 };
@@ -166,6 +167,7 @@ static void kv_status_fill(void *ctx, dkv_status *st)
 	dkv_status_set_rsm(st, &in);
 	snprintf(st->service, sizeof st->service, "kvpaxos");
 	st->me = kv->me;
+	st->dir_bytes = dkv_status_dir_bytes(kv->dir);
 	pthread_mutex_lock(&kv->mu);
 	st->keys = (int64_t)kv_store_key_count(kv->store);
 	snprintf(st->detail, sizeof st->detail, "%lu ops applied here, %lu snapshots sent, %lu restored",
@@ -193,6 +195,7 @@ kvpaxos_server *kvpaxos_server_start_opts(const char *const *servers, int n, int
 	if (kv == NULL)
 		return NULL;
 	kv->me = me;
+	kv->dir = opts && opts->dir ? strdup(opts->dir) : NULL; /* NULL: no DIR column */
 	pthread_mutex_init(&kv->mu, NULL);
 	pthread_mutex_init(&kv->kill_mu, NULL);
 	int err = ENOMEM;
@@ -226,6 +229,7 @@ fail:
 	kv_store_free(kv->store);
 	pthread_mutex_destroy(&kv->mu);
 	pthread_mutex_destroy(&kv->kill_mu);
+	free(kv->dir);
 	free(kv);
 	errno = err;
 	return NULL;
@@ -260,6 +264,7 @@ void kvpaxos_server_free(kvpaxos_server *kv)
 	kv_store_free(kv->store);
 	pthread_mutex_destroy(&kv->mu);
 	pthread_mutex_destroy(&kv->kill_mu);
+	free(kv->dir);
 	free(kv);
 }
 

@@ -173,6 +173,7 @@ static void skv_status_fill(void *ctx, dkv_status *st)
 	paxosrsm_get_info(s->rsm, &in); /* before s->mu: the engine takes its own lock */
 	dkv_status_set_rsm(st, &in);
 	snprintf(st->service, sizeof st->service, "shardkv");
+	st->dir_bytes = dkv_status_dir_bytes(s->dir);
 	st->gid = s->gid;
 	st->me = s->me;
 	pthread_mutex_lock(&s->mu);
@@ -205,6 +206,7 @@ static void release(shardkv_server *s)
 	dkv_rpc_pool_free(s->pool);
 	shardmaster_clerk_free(s->smck);
 	skv_state_destroy(&s->st);
+	free(s->dir);
 	pthread_cond_destroy(&s->tick_cv);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->kill_mu);
@@ -249,6 +251,7 @@ shardkv_server *shardkv_server_start_opts(int64_t gid, const char *const *shardm
 	s->gid = gid;
 	skv_state_init(&s->st, gid);
 	s->me = me;
+	s->dir = opts && opts->dir ? strdup(opts->dir) : NULL; /* NULL: no DIR column */
 	snprintf(s->name, sizeof s->name, "%s", servers[me]);
 	dkv_rng_seed(&s->rng, dkv_random_seed());
 
@@ -340,4 +343,9 @@ void shardkv_server_set_unreliable(shardkv_server *s, bool on)
 paxos *shardkv_server_paxos(shardkv_server *s)
 {
 	return s ? paxosrsm_paxos(s->rsm) : NULL;
+}
+
+paxosrsm *shardkv_server_rsm(shardkv_server *s)
+{
+	return s ? s->rsm : NULL;
 }

@@ -157,6 +157,7 @@ struct shardkv_server {
 	dkv_rpc_server *srv;
 	paxosrsm *rsm;
 	struct dkv_status_reg *status; /* the status program on srv */
+	char *dir;                   /* opts->dir (malloc'ed; NULL: none), for status */
 	dkv_rpc_pool *pool;          /* migration RPCs to other groups */
 	shardmaster_clerk *smck;     /* used by the poller thread only */
 	pthread_t poller;
@@ -183,6 +184,10 @@ int skv_submit(shardkv_server *s, const skv_op *op, unsigned wait_ms, int *err, 
 
 /* skv_kick_locked: wake the poller now (s->mu held). */
 void skv_kick_locked(shardkv_server *s);
+
+/* shardkv_server_rsm (server.c): the replica's engine (borrowed), for tests
+ * (paxosrsm_get_info); NULL for NULL. */
+paxosrsm *shardkv_server_rsm(shardkv_server *s);
 
 /* ---------------------------------------------------------------- migrate.c */
 

@@ -41,6 +41,7 @@ struct shardmaster_server {
 	dkv_rpc_server *rpcs;   /* our endpoint: shard-master program + Paxos */
 	paxosrsm *rsm;
 	dkv_status_reg *status; /* the status program on rpcs */
+	char *dir;              /* opts->dir (malloc'ed; NULL: none), for status */
 	int me;
 
 	pthread_mutex_t mu;     /* guards every field below */
@@ -264,6 +265,7 @@ static void sm_status_fill(void *ctx, dkv_status *st)
 	dkv_status_set_rsm(st, &in);
 	snprintf(st->service, sizeof st->service, "shardmaster");
 	st->me = s->me;
+	st->dir_bytes = dkv_status_dir_bytes(s->dir);
 	pthread_mutex_lock(&s->mu);
 	snprintf(st->detail, sizeof st->detail, "latest config %d (%d kept)",
 	         s->st.nconfigs > 0 ? s->st.configs[s->st.nconfigs - 1].num : -1, s->st.nconfigs);
@@ -295,6 +297,7 @@ shardmaster_server *shardmaster_server_start_opts(const char *const *servers, in
 		return NULL;
 	}
 	pthread_mutex_init(&s->mu, NULL);
+	s->dir = opts && opts->dir ? strdup(opts->dir) : NULL; /* NULL: no DIR column */
 
 	int saved;
 	s->rpcs = dkv_rpc_server_listen(servers[me]);
@@ -350,6 +353,7 @@ void shardmaster_server_free(shardmaster_server *s)
 	dkv_rpc_server_free(s->rpcs);
 	sm_state_destroy(&s->st);
 	pthread_mutex_destroy(&s->mu);
+	free(s->dir);
 	free(s);
 }
 

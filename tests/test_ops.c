@@ -8,6 +8,8 @@
  *                            SIGKILLed replica is unreachable (exit 1); a
  *                            restarted one is rejoining, then voting (when
  *                            dkvd has --restart: gated, says so when not)
+ *   /ops/status/kvpaxosDir   3 dkvd kvpaxos --dir: DIR > 0, SNAPSHOT >= 0
+ *                            after a few writes
  *   /ops/status/shardkv      3 shard masters + 2 groups: rows per group
  *   /ops/status/pbservice    viewservice + 2 pbservice: primary and backup
  *   /ops/status/badFlags     exit 2
@@ -725,6 +727,69 @@ static void test_status_kvpaxos_fields_kill_and_restart(void **state)
 	assert_int_equal(r.code, 0);
 }
 
+/* json_field: the integer `field` of the JSON row of `addr` in a dkvctl
+ * --json status output; false if absent or null. */
+static bool json_field(const char *out, const char *addr, const char *field, long long *v)
+{
+	char key[DKV_NAME_MAX + 16], f[64];
+	snprintf(key, sizeof key, "\"address\":\"%s\"", addr);
+	snprintf(f, sizeof f, "\"%s\":", field);
+	const char *row = strstr(out, key);
+	if (row == NULL)
+		return false;
+	const char *end = strchr(row, '}');
+	const char *at = strstr(row, f);
+	if (at == NULL || (end != NULL && at > end))
+		return false;
+	char *e;
+	*v = strtoll(at + strlen(f), &e, 10);
+	return e != at + strlen(f);
+}
+
+/* With --dir, the status of each replica shows the directory's bytes (DIR)
+ * and, once the writes stopped (the engine snapshots ~0.5 s after the last
+ * apply), the snapshot position (SNAPSHOT). */
+static void test_status_kvpaxos_with_dir_shows_dir_and_snapshot(void **state)
+{
+	(void)state;
+	char names[3][DKV_NAME_MAX], dirs[3][DKV_NAME_MAX], peers[3 * DKV_NAME_MAX + 8];
+	for (int i = 0; i < 3; i++) {
+		th_port(names[i], "ops", "kvd", i);
+		th_port(dirs[i], "ops", "kvdir", i);
+		assert_int_equal(mkdir(dirs[i], 0700), 0);
+	}
+	join_names(peers, sizeof peers, names, 3);
+	for (int i = 0; i < 3; i++) {
+		char me[8];
+		snprintf(me, sizeof me, "%d", i);
+		start_dkvd("kvpaxos", "--peers", peers, "--me", me, "--dir", dirs[i], NULL);
+	}
+	result r;
+	for (int w = 0; w < 5; w++) {
+		char v[8];
+		snprintf(v, sizeof v, "v%d", w);
+		run(&r, bin_dkvctl, "--servers", peers, "put", "k", v, NULL);
+		assert_int_equal(r.code, 0);
+	}
+	/* Bounded wait for the snapshots (not a timing assert: 20 s is far past
+	 * the engine's idle delay). */
+	int good = 0;
+	uint64_t deadline = th_now_ms() + 20000;
+	do {
+		th_sleep_ms(500);
+		run(&r, bin_dkvctl, "--json", "--servers", peers, "status", NULL);
+		assert_int_equal(r.code, 0);
+		good = 0;
+		for (int i = 0; i < 3; i++) {
+			long long snap, dir;
+			good += json_field(r.out, names[i], "snapshot", &snap) && snap >= 0 &&
+			        json_field(r.out, names[i], "dir_bytes", &dir) && dir > 0;
+		}
+	} while (good < 3 && th_now_ms() < deadline);
+	if (good < 3)
+		fail_msg("with --dir, %d of 3 rows show DIR > 0 and SNAPSHOT >= 0:\n%s", good, r.out);
+}
+
 static void test_status_shardkv_lists_the_groups_of_the_latest_config(void **state)
 {
 	(void)state;
@@ -1010,6 +1075,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_status_program_round_trip_and_unregister),
 		cmocka_unit_test(test_status_dir_bytes_sums_the_files),
 		cmocka_unit_test_teardown(test_status_kvpaxos_fields_kill_and_restart, teardown_kids),
+		cmocka_unit_test_teardown(test_status_kvpaxos_with_dir_shows_dir_and_snapshot,
+		                          teardown_kids),
 		cmocka_unit_test_teardown(test_status_shardkv_lists_the_groups_of_the_latest_config,
 		                          teardown_kids),
 		cmocka_unit_test_teardown(test_status_pbservice_shows_primary_and_backup, teardown_kids),
