@@ -20,7 +20,9 @@
  * (or twice the last snapshot's size, if larger: the cost of a snapshot stays
  * proportional to the log it saves) were applied since the last one, and at
  * the latest RSM_DISK_IDLE_MS after the last apply, so that ~1 s after a
- * replica's last op its directory holds the live state about once.
+ * replica's last op its directory holds the live state about once — or
+ * RSM_DISK_MAX_AGE_MS after the first apply not yet in a snapshot, so a
+ * replica under constant load (never idle) still compacts.
  *
  * Gossip and compaction: Paxos forgets an instance (and its compaction drops
  * it from paxos.log) only when every peer is Done with it, and Done values
@@ -52,6 +54,7 @@ struct rsm_disk {
 	uint64_t bytes_since;     /* log value bytes applied since it */
 	uint64_t last_snap_bytes;
 	uint64_t last_apply_ms;
+	uint64_t first_apply_ms;  /* first apply since it (0: none) */
 	/* gossip thread */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -177,6 +180,7 @@ int rsm_disk_save(rsm_disk *d, int pos, const void *st, size_t st_len, const voi
 	d->pos = pos;
 	pthread_mutex_unlock(&d->mu);
 	d->bytes_since = 0;
+	d->first_apply_ms = 0;
 	d->last_snap_bytes = RSD_HDR + st_len + ses_len;
 	return 0;
 }
@@ -185,6 +189,7 @@ void rsm_disk_note_apply(rsm_disk *d, size_t bytes, uint64_t now_ms)
 {
 	d->bytes_since += bytes;
 	d->last_apply_ms = now_ms;
+	if (d->first_apply_ms == 0) d->first_apply_ms = now_ms;
 }
 
 uint32_t rsm_disk_due(const rsm_disk *d, int next_apply, uint64_t now_ms)
@@ -194,6 +199,8 @@ uint32_t rsm_disk_due(const rsm_disk *d, int next_apply, uint64_t now_ms)
 	if (big < RSM_DISK_SNAP_BYTES) big = RSM_DISK_SNAP_BYTES;
 	if (d->bytes_since >= big) return 0;
 	uint64_t at = d->last_apply_ms + RSM_DISK_IDLE_MS;
+	if (d->first_apply_ms != 0 && d->first_apply_ms + RSM_DISK_MAX_AGE_MS < at)
+		at = d->first_apply_ms + RSM_DISK_MAX_AGE_MS;
 	return now_ms >= at ? 0 : (uint32_t)(at - now_ms);
 }
 

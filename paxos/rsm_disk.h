@@ -15,8 +15,12 @@
 /* A snapshot when this many bytes of log values were applied since the last
  * one (or twice the last snapshot's size, if larger)... */
 #define RSM_DISK_SNAP_BYTES (8u << 20)
-/* ... and at the latest this long after the last apply. */
+/* ... and at the latest this long after the last apply, */
 #define RSM_DISK_IDLE_MS 500u
+/* ... or this long after the first apply not in a snapshot (a replica that is
+ * never idle — a shard master its pollers query all the time — still
+ * compacts its log). */
+#define RSM_DISK_MAX_AGE_MS 10000u
 
 typedef struct rsm_disk rsm_disk;
 

@@ -41,6 +41,7 @@
 #include "storage.h"
 #include "../kvpaxos/kv_internal.h"
 #include "../paxos/paxos_internal.h"
+#include "../paxos/rsm_disk.h"
 
 #define N 3
 
@@ -350,6 +351,43 @@ static void test_durable_lost_disk_restart_cut_before_its_first_sync_still_rejoi
 	kvpaxos_clerk_free(ck0);
 	kvpaxos_clerk_free(ck);
 	dc_free(&c);
+}
+
+/*
+ * The snapshot policy (paxos/rsm_disk.c) as a pure rule of the apply times: a
+ * snapshot is due RSM_DISK_IDLE_MS after the last apply, and — for a replica
+ * that is never idle, applying an op every 100 ms — at the latest
+ * RSM_DISK_MAX_AGE_MS after the first apply not in a snapshot, so its log is
+ * compacted under constant load too.
+ */
+static void test_durable_snapshot_is_due_under_constant_load(void **state)
+{
+	(void)state;
+	char root[DKV_NAME_MAX];
+	snprintf(root, sizeof root, "%s/durable-%d-policy", th_dir(), (int)getpid());
+	rm_rf(root);
+	const char *peers[1] = {"/nonexistent/p0"};
+	dkv_server_opts o = {0};
+	o.dir = root;
+	rsm_disk *d = NULL;
+	assert_int_equal(rsm_disk_open(&o, "test", 0, peers, 1, 0, &d), 0);
+	uint64_t t0 = 1000000;
+	assert_int_equal(rsm_disk_due(d, 0, t0), UINT32_MAX); /* nothing applied */
+	rsm_disk_note_apply(d, 10, t0);
+	assert_int_equal(rsm_disk_due(d, 1, t0), RSM_DISK_IDLE_MS);
+	assert_int_equal(rsm_disk_due(d, 1, t0 + RSM_DISK_IDLE_MS), 0); /* idle */
+	uint64_t t = t0, due_at = 0;
+	for (int i = 1; t < t0 + 2 * RSM_DISK_MAX_AGE_MS; i++) {
+		t = t0 + 100u * (uint64_t)i;
+		rsm_disk_note_apply(d, 10, t);
+		if (rsm_disk_due(d, i + 1, t) == 0) {
+			due_at = t;
+			break;
+		}
+	}
+	assert_int_equal(due_at, t0 + RSM_DISK_MAX_AGE_MS);
+	rsm_disk_close(d);
+	rm_rf(root);
 }
 
 /* ------------------------------------------------------------ bad directories */
@@ -734,6 +772,7 @@ int main(void)
 		cmocka_unit_test(test_durable_whole_group_restart_keeps_acknowledged_writes),
 		cmocka_unit_test(test_durable_replica_restarted_on_its_directory_votes_at_once),
 		cmocka_unit_test(test_durable_lost_disk_rejoins_and_catches_up),
+		cmocka_unit_test(test_durable_snapshot_is_due_under_constant_load),
 		cmocka_unit_test(test_durable_lost_disk_restart_cut_before_its_first_sync_still_rejoins),
 		cmocka_unit_test(test_durable_bad_directories_are_refused),
 		cmocka_unit_test(test_durable_disk_use_follows_the_live_state),
