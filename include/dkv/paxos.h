@@ -36,8 +36,11 @@ typedef enum { PAXOS_DECIDED = 1, PAXOS_PENDING, PAXOS_FORGOTTEN } paxos_fate;
  * file there is removed); otherwise it registers its RPC program on `rpcs`
  * (borrowed; it must listen at peers[me] and outlive the peer), which keeps
  * serving its other programs after paxos_kill. The same peer may be known to
- * different peers under different names. Returns NULL and sets errno on
- * failure (EINVAL: bad arguments; EADDRINUSE; ENOMEM …).
+ * different peers under different names. At most 64 peers (the wire format
+ * bounds every list it carries). A value given to paxos_start may be up to
+ * DKV_VALUE_MAX plus 1 MiB; a longer one is refused (logged, never proposed).
+ * Returns NULL and sets errno on failure (EINVAL: bad arguments, more than 64
+ * peers; EADDRINUSE; ENOMEM …).
  */
 paxos *paxos_make(const char *const *peers, int npeers, int me, dkv_rpc_server *rpcs);
 
