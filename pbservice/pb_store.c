@@ -1,11 +1,10 @@
 /*
- * pbservice/pb_store.c — open-addressing hash maps for the database and the
- * duplicate table.
+ * pbservice/pb_store.c — the open-addressing hash map of the database. (The
+ * at-most-once table is src/session.h's.)
  *
- * Both maps use linear probing over a power-of-two table kept at most 1/2 full
- * and never delete (pbservice has no Delete; a Put of "" keeps the key), so no
- * tombstones are needed. Keys hash with 64-bit FNV-1a; clients (already random
- * 64-bit ids) with a splitmix finaliser.
+ * Linear probing over a power-of-two table kept at most 1/2 full, never
+ * deleting (pbservice has no Delete; a Put of "" keeps the key), so no
+ * tombstones are needed. Keys hash with 64-bit FNV-1a.
  *
  * Values keep a capacity next to their length so that repeated Appends to one
  * key (the lab's append tests) cost amortised O(len(arg)) instead of copying the
@@ -192,111 +191,4 @@ void pb_store_foreach(const pb_store *st, void (*fn)(void *ctx, const char *key,
 	for (size_t i = 0; i < st->cap; i++)
 		if (st->slots[i].key != NULL)
 			fn(ctx, st->slots[i].key, st->slots[i].val);
-}
-
-/* ------------------------------------------------------------ duplicate table */
-
-typedef struct {
-	uint64_t client;
-	uint64_t seq; /* 0: empty slot (sequence numbers start at 1) */
-} pb_dup_entry;
-
-struct pb_dups {
-	pb_dup_entry *slots;
-	size_t cap;
-	size_t n;
-};
-
-static uint64_t hash_u64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-pb_dups *pb_dups_new(void)
-{
-	pb_dups *d = dkv_calloc(1, sizeof(*d));
-	if (d == NULL)
-		return NULL;
-	d->cap = 16;
-	d->slots = dkv_calloc(d->cap, sizeof(pb_dup_entry));
-	if (d->slots == NULL) {
-		free(d);
-		return NULL;
-	}
-	return d;
-}
-
-void pb_dups_free(pb_dups *d)
-{
-	if (d == NULL)
-		return;
-	free(d->slots);
-	free(d);
-}
-
-static pb_dup_entry *dup_slot(pb_dup_entry *slots, size_t cap, uint64_t client)
-{
-	size_t i = (size_t)hash_u64(client) & (cap - 1);
-	for (;;) {
-		pb_dup_entry *e = &slots[i];
-		if (e->seq == 0 || e->client == client)
-			return e;
-		i = (i + 1) & (cap - 1);
-	}
-}
-
-uint64_t pb_dups_get(const pb_dups *d, uint64_t client)
-{
-	return dup_slot(d->slots, d->cap, client)->seq;
-}
-
-int pb_dups_reserve(pb_dups *d)
-{
-	if ((d->n + 1) * 2 <= d->cap)
-		return DKV_OK;
-	size_t ncap = d->cap * 2;
-	pb_dup_entry *ns = dkv_calloc(ncap, sizeof(pb_dup_entry));
-	if (ns == NULL)
-		return DKV_ERR_NOMEM;
-	for (size_t i = 0; i < d->cap; i++)
-		if (d->slots[i].seq != 0)
-			*dup_slot(ns, ncap, d->slots[i].client) = d->slots[i];
-	free(d->slots);
-	d->slots = ns;
-	d->cap = ncap;
-	return DKV_OK;
-}
-
-int pb_dups_set(pb_dups *d, uint64_t client, uint64_t seq)
-{
-	if (seq == 0)
-		return DKV_OK;
-	pb_dup_entry *e = dup_slot(d->slots, d->cap, client);
-	if (e->seq != 0) {
-		e->seq = seq;
-		return DKV_OK;
-	}
-	if (pb_dups_reserve(d) != DKV_OK)
-		return DKV_ERR_NOMEM;
-	e = dup_slot(d->slots, d->cap, client);
-	e->client = client;
-	e->seq = seq;
-	d->n++;
-	return DKV_OK;
-}
-
-size_t pb_dups_count(const pb_dups *d)
-{
-	return d->n;
-}
-
-void pb_dups_foreach(const pb_dups *d, void (*fn)(void *ctx, uint64_t client, uint64_t seq),
-                     void *ctx)
-{
-	for (size_t i = 0; i < d->cap; i++)
-		if (d->slots[i].seq != 0)
-			fn(ctx, d->slots[i].client, d->slots[i].seq);
 }
