@@ -173,6 +173,12 @@ uint64_t dkv_random_seed(void);
 #define DKV_STATE_MAX (1u << 30)
 #define DKV_STATE_KEYS_MAX (1u << 22)
 
+/* dkv_xdr_encode: `v` encoded with `proc` into a malloc'ed buffer (*buf, *len).
+ * DKV_OK; DKV_ERR_INVAL when it does not encode (a field over its .x bound) or
+ * would be longer than DKV_STATE_MAX bytes (logged: no field may carry it);
+ * DKV_ERR_NOMEM. */
+int dkv_xdr_encode(xdrproc_t proc, const void *v, void **buf, size_t *len);
+
 /* ---------------------------------------------------------------- log */
 
 enum dkv_log_level { DKV_LOG_DEBUG = 0, DKV_LOG_INFO, DKV_LOG_WARN, DKV_LOG_ERROR, DKV_LOG_OFF };
