@@ -1274,6 +1274,39 @@ static void test_pbservice_store_keeps_every_key_across_growth(void **state)
 	pb_store_free(st);
 }
 
+/* An allocation failure anywhere in a Put or Append leaves the store as it was. */
+static void test_pbservice_store_out_of_memory_changes_nothing(void **state)
+{
+	(void)state;
+	pb_store *st = pb_store_new();
+	assert_non_null(st);
+	assert_int_equal(pb_store_put(st, "a", "1"), DKV_OK);
+	int failed = 0;
+	for (unsigned long n = 1; n < 20; n++) {
+		char k[16];
+		snprintf(k, sizeof k, "new%lu", n);
+		dkv_alloc_fail_after(n);
+		int rc = pb_store_put(st, k, "v");
+		dkv_alloc_fail_after(0);
+		if (rc == DKV_OK) {
+			assert_string_equal(pb_store_get(st, k, NULL), "v");
+			break;
+		}
+		assert_int_equal(rc, DKV_ERR_NOMEM);
+		failed++;
+		assert_null(pb_store_get(st, k, NULL));
+		assert_int_equal(pb_store_count(st), 1);
+	}
+	assert_true(failed >= 2); /* the value, the entry, the key: some failed */
+	assert_int_equal(pb_store_count(st), 2);
+	dkv_alloc_fail_after(1);
+	int rc = pb_store_append(st, "a", "a long suffix that needs a bigger buffer");
+	dkv_alloc_fail_after(0);
+	assert_int_equal(rc, DKV_ERR_NOMEM);
+	assert_string_equal(pb_store_get(st, "a", NULL), "1");
+	pb_store_free(st);
+}
+
 /* A lone primary killed and restarted on the same path comes back empty and never serves. */
 static void test_pbservice_restarted_lone_primary_on_the_same_path_never_serves(void **state)
 {
@@ -1876,6 +1909,7 @@ int main(void)
 		cmocka_unit_test(test_pbservice_kill_and_free_leave_no_threads_or_memory),
 		cmocka_unit_test(test_pbservice_constructors_survive_allocation_failure_at_every_step),
 		cmocka_unit_test(test_pbservice_store_keeps_every_key_across_growth),
+		cmocka_unit_test(test_pbservice_store_out_of_memory_changes_nothing),
 		cmocka_unit_test(test_pbservice_session_memory_stays_flat_over_many_clients),
 		cmocka_unit_test(test_pbservice_server_never_acts_on_an_older_view),
 		cmocka_unit_test(test_pbservice_view_service_restart_keeps_failover_working),
