@@ -35,27 +35,6 @@ struct kv_store {
 	size_t count;
 };
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put_u64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get_u32(const unsigned char *p)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-static uint64_t get_u64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
 kv_store *kv_store_new(void)
 {
 	kv_store *s = dkv_calloc(1, sizeof *s);
@@ -222,14 +201,14 @@ int kv_store_snapshot(const kv_store *s, void **buf, size_t *len)
 	}
 	unsigned char *p = dkv_malloc(total);
 	if (!p) return DKV_ERR_NOMEM;
-	put_u64(p, (uint64_t)s->count);
+	dkv_put_le64(p, (uint64_t)s->count);
 	size_t off = 8;
 	HASH_ITER(hh, s->map, e, tmp) {
 		size_t kl = strlen(e->key);
-		put_u32(p + off, (uint32_t)kl);
+		dkv_put_le32(p + off, (uint32_t)kl);
 		memcpy(p + off + 4, e->key, kl);
 		off += 4 + kl;
-		put_u32(p + off, (uint32_t)e->vlen);
+		dkv_put_le32(p + off, (uint32_t)e->vlen);
 		if (e->vlen) memcpy(p + off + 4, e->val, e->vlen);
 		off += 4 + e->vlen;
 	}
@@ -242,20 +221,20 @@ int kv_store_restore(kv_store *s, const void *buf, size_t len)
 {
 	const unsigned char *p = buf;
 	if (len < 8) return DKV_ERR_INVAL;
-	uint64_t count = get_u64(p);
+	uint64_t count = dkv_get_le64(p);
 	if (count > (len - 8) / 8) return DKV_ERR_INVAL;
 	kv_ent *map = NULL;
 	size_t off = 8;
 	int rc = DKV_OK;
 	for (uint64_t i = 0; i < count && rc == DKV_OK; i++) {
 		if (len - off < 4) { rc = DKV_ERR_INVAL; break; }
-		uint32_t kl = get_u32(p + off);
+		uint32_t kl = dkv_get_le32(p + off);
 		off += 4;
 		if (len - off < kl || kl > DKV_KEY_MAX) { rc = DKV_ERR_INVAL; break; }
 		const char *k = (const char *)p + off;
 		off += kl;
 		if (len - off < 4) { rc = DKV_ERR_INVAL; break; }
-		uint32_t vl = get_u32(p + off);
+		uint32_t vl = dkv_get_le32(p + off);
 		off += 4;
 		if (len - off < vl) { rc = DKV_ERR_INVAL; break; }
 		const char *v = (const char *)p + off;

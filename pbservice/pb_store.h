@@ -1,7 +1,7 @@
 /*
  * pbservice/pb_store.h — the primary/backup server's data: a string→string map
- * (the database) and a client→sequence map (the duplicate table). Plain data
- * structures: no locks (the server serialises access), no I/O.
+ * (the database; the at-most-once table is src/session.h). A plain data
+ * structure: no locks (the server serialises access), no I/O.
  */
 #ifndef DKV_PB_STORE_H
 #define DKV_PB_STORE_H
@@ -42,22 +42,5 @@ size_t pb_store_count(const pb_store *st);
  * fn must not change the map. */
 void pb_store_foreach(const pb_store *st, void (*fn)(void *ctx, const char *key, const char *value),
                       void *ctx);
-
-/* ------------------------------------------------------------ duplicate table */
-
-typedef struct pb_dups pb_dups;
-
-pb_dups *pb_dups_new(void);
-void pb_dups_free(pb_dups *d);
-/* pb_dups_get: the last sequence number applied for `client`, 0 when none. */
-uint64_t pb_dups_get(const pb_dups *d, uint64_t client);
-/* pb_dups_set: record `seq` for `client` (one entry per client). DKV_OK or DKV_ERR_NOMEM. */
-int pb_dups_set(pb_dups *d, uint64_t client, uint64_t seq);
-/* pb_dups_reserve: make room so that the next pb_dups_set cannot fail.
- * DKV_OK or DKV_ERR_NOMEM (table unchanged). */
-int pb_dups_reserve(pb_dups *d);
-size_t pb_dups_count(const pb_dups *d);
-void pb_dups_foreach(const pb_dups *d, void (*fn)(void *ctx, uint64_t client, uint64_t seq),
-                     void *ctx);
 
 #endif /* DKV_PB_STORE_H */

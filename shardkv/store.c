@@ -157,31 +157,7 @@ int skv_shard_put(skv_shard *sh, const char *key, const char *val, size_t vlen, 
 
 int skv_xdr_encode(xdrproc_t proc, void *v, void **buf, size_t *len)
 {
-	*buf = NULL;
-	*len = 0;
-	unsigned long n = xdr_sizeof(proc, v);
-	if (n == 0)
-		return DKV_ERR_INVAL;
-	if (n > SKV_STATE_MAX) {
-		/* No field of skv_prot.x may carry more: the receiver would reject it. */
-		DKV_ERROR("shardkv: refusing to encode %lu bytes (more than %u, skv_prot.x)",
-		          n, (unsigned)SKV_STATE_MAX);
-		return DKV_ERR_INVAL;
-	}
-	char *b = dkv_malloc(n);
-	if (b == NULL)
-		return DKV_ERR_NOMEM;
-	XDR x;
-	xdrmem_create(&x, b, (u_int)n, XDR_ENCODE);
-	bool ok = proc(&x, v);
-	xdr_destroy(&x);
-	if (!ok) {
-		free(b);
-		return DKV_ERR_INVAL;
-	}
-	*buf = b;
-	*len = n;
-	return DKV_OK;
+	return dkv_xdr_encode(proc, v, buf, len);
 }
 
 int skv_xdr_decode(xdrproc_t proc, const void *buf, size_t len, void *v, size_t vsize)

@@ -25,36 +25,6 @@
 #include "sm_core.h"
 #include "sm_wire.h"
 
-/* XDR-encode `v` with `proc` into a fresh buffer of exactly its size. */
-static int xdr_to_buf(xdrproc_t proc, void *v, void **buf, size_t *len)
-{
-	*buf = NULL;
-	*len = 0;
-	unsigned long n = xdr_sizeof(proc, v);
-	if (n == 0)
-		return DKV_ERR_INVAL;
-	if (n > DKV_STATE_MAX) {
-		/* rsm_prot.x: a snapshot travels in at most DKV_STATE_MAX bytes. */
-		DKV_ERROR("shardmaster: refusing to encode %lu bytes (more than %u)", n,
-		          (unsigned)DKV_STATE_MAX);
-		return DKV_ERR_INVAL;
-	}
-	char *b = dkv_malloc(n);
-	if (b == NULL)
-		return DKV_ERR_NOMEM;
-	XDR x;
-	xdrmem_create(&x, b, (u_int)n, XDR_ENCODE);
-	bool ok = proc(&x, v);
-	xdr_destroy(&x);
-	if (!ok) {
-		free(b);
-		return DKV_ERR_INVAL;
-	}
-	*buf = b;
-	*len = n;
-	return DKV_OK;
-}
-
 int sm_result_decode(const void *res, size_t len, int *err, uint64_t *id)
 {
 	sm_result r = { 0, 0 };
@@ -143,7 +113,7 @@ int sm_machine_snapshot(const sm_state *st, void **buf, size_t *len)
 		rc = sm_wire_from_config(&snap.configs.configs_val[i], &st->configs[i]);
 	}
 	if (rc == DKV_OK)
-		rc = xdr_to_buf((xdrproc_t)xdr_sm_snapshot, &snap, buf, len);
+		rc = dkv_xdr_encode((xdrproc_t)xdr_sm_snapshot, &snap, buf, len);
 	xdr_free((xdrproc_t)xdr_sm_snapshot, (char *)&snap);
 	return rc == DKV_ERR_INVAL ? DKV_ERR_NOMEM : rc;
 }

@@ -93,25 +93,7 @@ nomem:
 
 int sm_op_encode(const sm_op *op, void **buf, size_t *len)
 {
-	*buf = NULL;
-	*len = 0;
-	unsigned long n = xdr_sizeof((xdrproc_t)xdr_sm_op, (void *)op);
-	if (n == 0)
-		return DKV_ERR_INVAL;
-	char *b = dkv_malloc(n);
-	if (b == NULL)
-		return DKV_ERR_NOMEM;
-	XDR x;
-	xdrmem_create(&x, b, (u_int)n, XDR_ENCODE);
-	bool ok = xdr_sm_op(&x, (sm_op *)op);
-	xdr_destroy(&x);
-	if (!ok) {
-		free(b);
-		return DKV_ERR_INVAL;
-	}
-	*buf = b;
-	*len = n;
-	return DKV_OK;
+	return dkv_xdr_encode((xdrproc_t)xdr_sm_op, op, buf, len);
 }
 
 int sm_op_decode(const void *buf, size_t len, sm_op *op)

@@ -173,6 +173,37 @@ uint64_t dkv_random_seed(void);
 #define DKV_STATE_MAX (1u << 30)
 #define DKV_STATE_KEYS_MAX (1u << 22)
 
+/* dkv_xdr_encode: `v` encoded with `proc` into a malloc'ed buffer (*buf, *len).
+ * DKV_OK; DKV_ERR_INVAL when it does not encode (a field over its .x bound) or
+ * would be longer than DKV_STATE_MAX bytes (logged: no field may carry it);
+ * DKV_ERR_NOMEM. */
+int dkv_xdr_encode(xdrproc_t proc, const void *v, void **buf, size_t *len);
+
+/* ---------------------------------------------------------------- byte order */
+
+/* Little-endian fixed-width integers in hand-made wire forms (session table,
+ * kvpaxos snapshot, log records). */
+static inline void dkv_put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void dkv_put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint32_t dkv_get_le32(const unsigned char *p)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+	return v;
+}
+static inline uint64_t dkv_get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
 /* ---------------------------------------------------------------- log */
 
 enum dkv_log_level { DKV_LOG_DEBUG = 0, DKV_LOG_INFO, DKV_LOG_WARN, DKV_LOG_ERROR, DKV_LOG_OFF };

@@ -231,27 +231,6 @@ uint64_t dkv_sessions_horizon(const dkv_sessions *t)
 
 /* ---------------------------------------------------------------- wire form */
 
-static void put_u32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put_u64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get_u32(const unsigned char *p)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-static uint64_t get_u64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
 int dkv_sessions_encode(const dkv_sessions *t, void **buf, size_t *len)
 {
 	if (!t || !buf || !len) return DKV_ERR_INVAL;
@@ -264,13 +243,13 @@ int dkv_sessions_encode(const dkv_sessions *t, void **buf, size_t *len)
 	if (!p) return DKV_ERR_NOMEM;
 	memcpy(p, MAGIC, 4);
 	p[4] = VERSION;
-	put_u64(p + 5, t->horizon);
-	put_u64(p + 13, (uint64_t)t->count);
+	dkv_put_le64(p + 5, t->horizon);
+	dkv_put_le64(p + 13, (uint64_t)t->count);
 	size_t off = HDR;
 	for (const sess *s = t->lru; s; s = s->next) {
-		put_u64(p + off, s->id);
-		put_u64(p + off + 8, s->seq);
-		put_u32(p + off + 16, (uint32_t)s->res_len);
+		dkv_put_le64(p + off, s->id);
+		dkv_put_le64(p + off + 8, s->seq);
+		dkv_put_le32(p + off + 16, (uint32_t)s->res_len);
 		off += ENT;
 		if (s->res_len) memcpy(p + off, s->res, s->res_len);
 		off += s->res_len;
@@ -287,8 +266,8 @@ dkv_sessions *dkv_sessions_decode(const void *buf, size_t len, size_t cap)
 		errno = EINVAL;
 		return NULL;
 	}
-	uint64_t horizon = get_u64(p + 5);
-	uint64_t count = get_u64(p + 13);
+	uint64_t horizon = dkv_get_le64(p + 5);
+	uint64_t count = dkv_get_le64(p + 13);
 	if (count > (len - HDR) / ENT) {
 		errno = EINVAL;
 		return NULL;
@@ -303,9 +282,9 @@ dkv_sessions *dkv_sessions_decode(const void *buf, size_t len, size_t cap)
 			err = EINVAL;
 			break;
 		}
-		uint64_t id = get_u64(p + off);
-		uint64_t seq = get_u64(p + off + 8);
-		uint32_t n = get_u32(p + off + 16);
+		uint64_t id = dkv_get_le64(p + off);
+		uint64_t seq = dkv_get_le64(p + off + 8);
+		uint32_t n = dkv_get_le32(p + off + 16);
 		off += ENT;
 		if (id == 0 || len - off < n || find(t, id)) {
 			err = EINVAL;

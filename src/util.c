@@ -336,3 +336,33 @@ bool dkv_opts_plain(const dkv_server_opts *opts)
 {
 	return opts == NULL || ((opts->dir == NULL || opts->dir[0] == '\0') && !opts->restart);
 }
+
+/* ---------------------------------------------------------------- XDR */
+
+int dkv_xdr_encode(xdrproc_t proc, const void *v, void **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	unsigned long n = xdr_sizeof(proc, (void *)v);
+	if (n == 0)
+		return DKV_ERR_INVAL;
+	if (n > DKV_STATE_MAX) {
+		DKV_ERROR("refusing to encode %lu bytes (more than DKV_STATE_MAX, %u: no .x field "
+		          "carries that much)", n, (unsigned)DKV_STATE_MAX);
+		return DKV_ERR_INVAL;
+	}
+	char *b = dkv_malloc(n);
+	if (b == NULL)
+		return DKV_ERR_NOMEM;
+	XDR x;
+	xdrmem_create(&x, b, (u_int)n, XDR_ENCODE);
+	bool ok = proc(&x, (void *)v);
+	xdr_destroy(&x);
+	if (!ok) {
+		free(b);
+		return DKV_ERR_INVAL;
+	}
+	*buf = b;
+	*len = n;
+	return DKV_OK;
+}

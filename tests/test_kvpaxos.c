@@ -959,18 +959,18 @@ static void test_kvpaxos_rejects_oversized_keys_and_values(void **state)
 	assert_int_equal(kvpaxos_clerk_append(ck, "k", big), DKV_ERR_INVAL);
 	free(big);
 
-	/* a raw request with an over-long key: the server answers DKV_ERR_INVAL */
+	/* a raw request with an over-long key: kv_prot.x bounds keys by DKV_KEY_MAX,
+	 * so it cannot even be encoded (a server that gets one answers GARBAGE_ARGS:
+	 * tests/test_xdr.c) */
 	dkv_rpc_pool *pool = dkv_rpc_pool_new();
 	assert_non_null(pool);
 	kv_putappend_args a = { .session = 1, .seq = 1, .kind = KV_KIND_PUT, .key = key, .value = "x" };
 	kv_putappend_reply r;
 	memset(&r, 0, sizeof r);
-	assert_int_equal(dkv_rpc_call(pool, c.portp[0], KVPAXOS_PROG, KVPAXOS_VERS, KV_PUTAPPEND,
-	                              (xdrproc_t)xdr_kv_putappend_args, &a,
-	                              (xdrproc_t)xdr_kv_putappend_reply, &r, 5000),
-	                 DKV_OK);
-	assert_int_equal(r.err, DKV_ERR_INVAL);
-	xdr_free((xdrproc_t)xdr_kv_putappend_reply, (char *)&r);
+	assert_int_not_equal(dkv_rpc_call(pool, c.portp[0], KVPAXOS_PROG, KVPAXOS_VERS, KV_PUTAPPEND,
+	                                  (xdrproc_t)xdr_kv_putappend_args, &a,
+	                                  (xdrproc_t)xdr_kv_putappend_reply, &r, 5000),
+	                     DKV_OK);
 	a.kind = 99;
 	a.key = "k";
 	memset(&r, 0, sizeof r);

@@ -24,6 +24,7 @@
  * assertion: waits are bounded, results are judged by content.
  */
 #include "lib/harness.h"
+#include "lib/proc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,9 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dkv/rpc.h"
@@ -61,72 +60,13 @@ static int nkids, nfiles;
 static int teardown_kids(void **state)
 {
 	(void)state;
+	tp_kill_all();
 	for (int i = 0; i < nkids; i++) {
-		if (kids[i].pid > 0) {
-			kill(kids[i].pid, SIGKILL);
-			while (waitpid(kids[i].pid, NULL, 0) < 0 && errno == EINTR)
-				;
-			kids[i].pid = 0;
-		}
+		kids[i].pid = 0;
 		th_unlink(kids[i].log);
 	}
 	nkids = 0;
 	return 0;
-}
-
-static size_t read_file(const char *path, char *buf, size_t len)
-{
-	buf[0] = '\0';
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	size_t n = 0;
-	ssize_t r;
-	while (n + 1 < len && (r = read(fd, buf + n, len - 1 - n)) > 0)
-		n += (size_t)r;
-	buf[n] = '\0';
-	close(fd);
-	return n;
-}
-
-/* start_child: fork + exec argv, stdout to out, stderr to err (NULL: same as out). */
-static pid_t start_child(char *const argv[], const char *out, const char *err)
-{
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		int in = open("/dev/null", O_RDONLY);
-		int o = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		int e = err == NULL ? o : open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (in < 0 || o < 0 || e < 0)
-			_exit(126);
-		dup2(in, STDIN_FILENO);
-		dup2(o, STDOUT_FILENO);
-		dup2(e, STDERR_FILENO);
-		signal(SIGPIPE, SIG_DFL);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
-}
-
-static int wait_child(pid_t pid, unsigned limit_ms)
-{
-	uint64_t deadline = th_now_ms() + limit_ms;
-	for (;;) {
-		int st;
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		if (r < 0 && errno != EINTR)
-			fail_msg("waitpid %ld: %s", (long)pid, strerror(errno));
-		if (th_now_ms() > deadline)
-			return -1;
-		th_sleep_ms(5);
-	}
 }
 
 typedef struct {
@@ -141,16 +81,15 @@ static void run_v(result *r, char **argv)
 	char out[DKV_NAME_MAX], err[DKV_NAME_MAX];
 	th_port(out, "ops", "out", nfiles);
 	th_port(err, "ops", "err", nfiles++);
-	pid_t pid = start_child(argv, out, err);
-	r->code = wait_child(pid, RUN_LIMIT_MS);
+	pid_t pid = tp_spawn_split(argv, out, err);
+	r->code = tp_wait(pid, RUN_LIMIT_MS);
 	if (r->code < 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
+		(void)tp_signal(pid, SIGKILL);
 		fail_msg("%s %s did not finish within %u ms", argv[0], argv[1] ? argv[1] : "",
 		         RUN_LIMIT_MS);
 	}
-	read_file(out, r->out, sizeof r->out);
-	read_file(err, r->err, sizeof r->err);
+	tp_read_file(out, r->out, sizeof r->out);
+	tp_read_file(err, r->err, sizeof r->err);
 	th_unlink(out);
 	th_unlink(err);
 }
@@ -203,15 +142,14 @@ static kid *start_dkvd_v(bool may_fail, char *why, size_t whylen, const char *fi
 		argv[n++] = (char *)a;
 	}
 	argv[n] = NULL;
-	k->pid = start_child(argv, k->log, NULL);
+	k->pid = tp_spawn(argv, k->log);
 	char buf[8192];
 	uint64_t deadline = th_now_ms() + 20000;
 	for (;;) {
-		read_file(k->log, buf, sizeof buf);
+		tp_read_file(k->log, buf, sizeof buf);
 		if (strstr(buf, "serving on") != NULL)
 			break;
-		int st;
-		if (waitpid(k->pid, &st, WNOHANG) == k->pid) {
+		if (tp_exited(k->pid, NULL)) {
 			k->pid = 0;
 			if (may_fail) {
 				size_t l = strnlen(buf, whylen - 1);
@@ -250,9 +188,7 @@ static kid *try_start_dkvd(char *why, size_t whylen, const char *first, ...)
 static void sigkill_kid(kid *k)
 {
 	assert_true(k->pid > 0);
-	kill(k->pid, SIGKILL);
-	while (waitpid(k->pid, NULL, 0) < 0 && errno == EINTR)
-		;
+	(void)tp_signal(k->pid, SIGKILL);
 	k->pid = 0;
 }
 
@@ -949,7 +885,7 @@ static void test_bench_report_short_run_writes_report_and_plots(void **state)
 		fail_msg("report.sh exit %d:\n%s\n%s", r.code, r.out, r.err);
 	static char md[OUT_MAX];
 	snprintf(path, sizeof path, "%s/report.md", out);
-	assert_true(read_file(path, md, sizeof md) > 0);
+	assert_true(tp_read_file(path, md, sizeof md) > 0);
 	assert_contains(md, "# dkv bench report");
 	assert_contains(md, "| machine |");
 	assert_contains(md, "| date |");
@@ -970,7 +906,7 @@ static void test_bench_report_short_run_writes_report_and_plots(void **state)
 	assert_true(png_file(path));
 	static char tsv[OUT_MAX];
 	snprintf(path, sizeof path, "%s/results.tsv", out);
-	read_file(path, tsv, sizeof tsv);
+	tp_read_file(path, tsv, sizeof tsv);
 	assert_int_equal(count(tsv, "bench=kvpaxos\t"), 9);
 	assert_true(count(tsv, "bench=shardkv\t") >= 2);
 	assert_int_equal(count(tsv, "kind=fdatasync"), 1);

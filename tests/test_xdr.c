@@ -100,6 +100,33 @@ static void assert_rejected_before_alloc(const raw_words *r, xdrproc_t proc, siz
 	assert_null(p);
 }
 
+/* The malicious words, whose array count is within its bound but whose
+ * elements are missing, decoded locally: must fail having allocated at most 16
+ * elements, and leave at most 16 for xdr_free to walk (the u_int count at byte
+ * offset len_off) — xdr_array would allocate and walk the whole claimed count. */
+static void assert_array_grows_with_input(const raw_words *r, xdrproc_t proc, size_t size,
+                                          size_t len_off)
+{
+	char buf[32 * 4];
+	XDR e;
+	xdrmem_create(&e, buf, sizeof buf, XDR_ENCODE);
+	assert_true(xdr_raw_words(&e, (void *)r));
+	u_int len = xdr_getpos(&e);
+	xdr_destroy(&e);
+	void *obj = calloc(1, size);
+	assert_non_null(obj);
+	XDR d;
+	xdrmem_create(&d, buf, len, XDR_DECODE);
+	bool_t ok = proc(&d, obj);
+	xdr_destroy(&d);
+	u_int n;
+	memcpy(&n, (char *)obj + len_off, sizeof n);
+	xdr_free(proc, obj);
+	free(obj);
+	assert_false(ok);
+	assert_true(n <= 16);
+}
+
 static CLIENT *raw_client(const char *path, rpcprog_t prog, rpcvers_t vers, int *fdp)
 {
 	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -209,6 +236,10 @@ static void test_xdr_shardmaster_huge_server_list_is_garbage_args(void **state)
 	put(&snap, 0); put(&snap, 1); put(&snap, HUGE_COUNT);
 	assert_rejected_before_alloc(&snap, (xdrproc_t)xdr_sm_snapshot, sizeof(sm_snapshot),
 	                             offsetof(sm_snapshot, configs.configs_val));
+	raw_words snap_at_max = { .n = 0 };
+	put(&snap_at_max, 0); put(&snap_at_max, 1); put(&snap_at_max, SM_WIRE_MAX_CONFIGS);
+	assert_array_grows_with_input(&snap_at_max, (xdrproc_t)xdr_sm_snapshot, sizeof(sm_snapshot),
+	                              offsetof(sm_snapshot, configs.configs_len));
 	shardmaster_server_kill(sm);
 	shardmaster_server_free(sm);
 	th_names_free(nm);
@@ -234,6 +265,10 @@ static void test_xdr_shardkv_huge_key_or_shard_is_garbage_args(void **state)
 	put(&shard, HUGE_COUNT);
 	assert_rejected_before_alloc(&shard, (xdrproc_t)xdr_skv_shard_wire, sizeof(skv_shard_wire),
 	                             offsetof(skv_shard_wire, kvs.kvs_val));
+	raw_words shard_at_max = { .n = 0 };
+	put(&shard_at_max, SKV_SHARD_KEYS);
+	assert_array_grows_with_input(&shard_at_max, (xdrproc_t)xdr_skv_shard_wire,
+	                              sizeof(skv_shard_wire), offsetof(skv_shard_wire, kvs.kvs_len));
 	raw_words fetch = { .n = 0 };
 	put(&fetch, 0); put(&fetch, HUGE_LEN);
 	assert_rejected_before_alloc(&fetch, (xdrproc_t)xdr_skv_fetch_reply, sizeof(skv_fetch_reply),
@@ -289,11 +324,18 @@ static void test_xdr_pbservice_huge_transfer_is_garbage_args(void **state)
 	put(&bad2, 1); put(&bad2, 0); put(&bad2, 0); put(&bad2, 0); put(&bad2, HUGE_LEN);
 	assert_rejected_before_alloc(&bad2, (xdrproc_t)xdr_pb_transfer_args, sizeof(pb_transfer_args),
 	                             offsetof(pb_transfer_args, sessions.sessions_val));
+	/* a count at the bound, no elements: allocation follows the input */
+	raw_words atmax = { .n = 0 };
+	put(&atmax, 1); put(&atmax, 0); put(&atmax, 0); put(&atmax, PB_TRANSFER_KEYS);
+	put(&atmax, 1); put(&atmax, 0x6b000000u); put(&atmax, 1); put(&atmax, 0x76000000u);
+	assert_array_grows_with_input(&atmax, (xdrproc_t)xdr_pb_transfer_args, sizeof(pb_transfer_args),
+	                              offsetof(pb_transfer_args, kvs.kvs_len));
 	pb_get_args g = { .key = "k", .client = 0, .seq = 0 };
 	good_call gc = { PB_GET, (xdrproc_t)xdr_pb_get_args, &g, (xdrproc_t)xdr_pb_get_reply,
 	                 sizeof(pb_get_reply) };
 	attack(me, PB_PROG, PB_VERS, PB_TRANSFER, &bad, &gc);
 	attack(me, PB_PROG, PB_VERS, PB_TRANSFER, &bad2, &gc);
+	attack(me, PB_PROG, PB_VERS, PB_TRANSFER, &atmax, &gc);
 	pbservice_server_kill(pb);
 	pbservice_server_free(pb);
 	viewservice_server_kill(vs);

@@ -90,6 +90,11 @@ static bool recorded(pid_t pid)
 
 pid_t tp_spawn(char *const argv[], const char *log)
 {
+	return tp_spawn_split(argv, log, NULL);
+}
+
+pid_t tp_spawn_split(char *const argv[], const char *log, const char *errlog)
+{
 	pthread_once(&once, install);
 	pthread_mutex_lock(&mu);
 	bool room = nkids < TP_MAX_KIDS;
@@ -109,11 +114,12 @@ pid_t tp_spawn(char *const argv[], const char *log)
 			_exit(126);
 		int in = open("/dev/null", O_RDONLY);
 		int o = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (in < 0 || o < 0)
+		int e = errlog == NULL ? o : open(errlog, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (in < 0 || o < 0 || e < 0)
 			_exit(126);
 		dup2(in, STDIN_FILENO);
 		dup2(o, STDOUT_FILENO);
-		dup2(o, STDERR_FILENO);
+		dup2(e, STDERR_FILENO);
 		close_range(3, ~0u, 0);
 		sigset_t none;
 		sigemptyset(&none);

@@ -34,6 +34,9 @@ void tp_bin(char *buf, size_t len, const char *prog);
  * the test if fork fails. An exec failure shows as exit 127.
  */
 pid_t tp_spawn(char *const argv[], const char *log);
+/* tp_spawn_split: tp_spawn with stdout appended to `log` and stderr to `errlog`
+ * (NULL: to `log` as well). */
+pid_t tp_spawn_split(char *const argv[], const char *log, const char *errlog);
 
 /*
  * tp_signal: send `sig` to a recorded, running child and wait for it to exit
