@@ -907,7 +907,8 @@ static void test_bench_report_short_run_writes_report_and_plots(void **state)
 	static char tsv[OUT_MAX];
 	snprintf(path, sizeof path, "%s/results.tsv", out);
 	tp_read_file(path, tsv, sizeof tsv);
-	assert_int_equal(count(tsv, "bench=kvpaxos\t"), 9);
+	/* 9 in-memory rows (Put, Append, Get × 1, 8, 32 clerks), more with the durable mode */
+	assert_true(count(tsv, "bench=kvpaxos\t") >= 9);
 	assert_true(count(tsv, "bench=shardkv\t") >= 2);
 	assert_int_equal(count(tsv, "kind=fdatasync"), 1);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
