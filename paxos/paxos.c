@@ -225,8 +225,15 @@ static void note_leading_locked(paxos *px, int from, bool leading)
 		px->hint = -1;
 }
 
+bool px_fenced_locked(paxos *px, int from, uint64_t inc)
+{
+	return from >= 0 && from < px->npeers && from != px->me && px->fence_inc[from] != 0 &&
+	       inc != px->fence_inc[from];
+}
+
 void px_rhdr_note_locked(paxos *px, int from, const px_rhdr *h)
 {
+	if (px_fenced_locked(px, from, h->inc)) return; /* R5: an old incarnation's reply */
 	px_note_inc_locked(px, from, h->inc);
 	note_leading_locked(px, from, h->leading);
 	if (h->dincs.dincs_len == h->dones.dones_len)
@@ -253,6 +260,16 @@ static void rhdr_fill_locked(paxos *px, px_rhdr *h)
 }
 
 static void start_rejoin_locked(paxos *px);
+
+/* R5: a request from an incarnation of its sender other than the one whose
+ * INFO we answered last: refused, nothing of it taken in (not even its
+ * header). */
+static bool stale_locked(paxos *px, const px_hdr *h)
+{
+	if (!px_fenced_locked(px, h->from, h->from_inc)) return false;
+	px->stale_refused++;
+	return true;
+}
 
 /* Take in a request header: the sender's incarnation and Done values, and
  * whether it knows us under another incarnation (then we voted before). */
@@ -307,9 +324,10 @@ static void handle_prepare(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
-	r->status = PX_ST_REJECT;
-	if (!px->dead && a->seq >= 0) {
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
+	r->status = stale ? PX_ST_NOVOTE : PX_ST_REJECT;
+	if (!px->dead && a->seq >= 0 && !stale) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (a->seq < px->min_seq) {
@@ -357,9 +375,10 @@ static void handle_accept(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
-	r->status = PX_ST_REJECT;
-	if (!px->dead && a->seq >= 0) {
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
+	r->status = stale ? PX_ST_NOVOTE : PX_ST_REJECT;
+	if (!px->dead && a->seq >= 0 && !stale) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (a->seq < px->min_seq) {
@@ -415,9 +434,10 @@ static void handle_decided(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
 	/* a learner learns whether it votes or not */
-	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0) {
+	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0 && !stale) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (in && !in->v_d) {
@@ -450,6 +470,17 @@ static void handle_info(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
+	int from = a->h.from;
+	if (from >= 0 && from < px->npeers && from != px->me && a->h.from_inc != 0 &&
+	    px->fence_inc[from] != a->h.from_inc) {
+		/* R5: the sender announces a new incarnation. From this answer on,
+		 * no request of another incarnation of it is served, no reply of
+		 * one taken in, and no round of ours that began before counts a
+		 * vote (fence_gen); the lease may rest on its old range promise. */
+		px->fence_inc[from] = a->h.from_inc;
+		px->fence_gen++;
+		px->lead_n = 0;
+	}
 	hdr_note_locked(px, &a->h);
 	r->max = px->max_seq;
 	r->hi_n = hi_n_locked(px);
@@ -474,9 +505,10 @@ static void handle_forward(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
 	r->taken = FALSE;
-	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0 && lease_holder_locked(px)) {
+	if (!stale && !px->dead && a->seq >= px->min_seq && a->seq >= 0 && lease_holder_locked(px)) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (in && !in->v_d) {
@@ -589,26 +621,33 @@ static const dkv_rpc_proc px_procs[] = {
  */
 
 typedef struct {
-	bool answered;
-	int max;
-	uint64_t hi_n;
+	bool fenced;   /* it answered an INFO of ours: it has fenced our old selves */
+	bool answered; /* it answered, voting, an INFO sent after the fence point */
 } rejoin_answer;
 
 static void *rejoin_main(void *arg)
 {
 	paxos *px = arg;
-	int n = px->npeers, need = (n - 1) / 2 + 1, got = 0;
+	int n = px->npeers, need = (n - 1) / 2 + 1, got = 0, fenced = 0, floor = -1;
+	uint64_t hi = 0;
 	int *dv = dkv_malloc((size_t)n * sizeof *dv);
 	uint64_t *di = dkv_malloc((size_t)n * sizeof *di);
 	rejoin_answer *ans = dkv_calloc((size_t)n, sizeof *ans);
 	pthread_mutex_lock(&px->mu);
+	/* R3 phase A until every other peer answered (fenced) or the wait is
+	 * over; then phase B: answers to INFOs sent from then on */
 	uint64_t until = px->rejoin_t0 + PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS;
-	while (!px->dead && dkv_now_ms() < until) dkv_cond_wait_until(&px->cv, &px->mu, until);
-	unsigned pause = 10;
-	while (!px->dead && dv && di && ans) {
-		if (n == 1) break; /* alone: nobody else can have counted a vote */
+	bool phase_b = false;
+	unsigned pause = 5;
+	px->rejoin_waited = false;
+	while (!px->dead && dv && di && ans && n > 1) { /* alone: nobody else can have counted a vote */
+		if (!phase_b && (fenced == n - 1 || dkv_now_ms() >= until)) {
+			phase_b = true;
+			px->rejoin_waited = fenced < n - 1;
+			pause = 5;
+		}
 		for (int p = 0; p < n && !px->dead; p++) {
-			if (p == px->me || ans[p].answered) continue;
+			if (p == px->me || (phase_b ? ans[p].answered : ans[p].fenced)) continue;
 			px_info_args a;
 			px_info_reply r;
 			memset(&a, 0, sizeof a);
@@ -622,27 +661,27 @@ static void *rejoin_main(void *arg)
 			pthread_mutex_lock(&px->mu);
 			if (rc != DKV_OK) continue;
 			px_rhdr_note_locked(px, p, &r.h);
-			if (r.voting) {
+			/* every answer's floors are kept (higher floors are always safe) */
+			if (r.max > floor) floor = r.max;
+			if (r.hi_n > hi) hi = r.hi_n;
+			if (!ans[p].fenced) {
+				ans[p].fenced = true; /* voting or not: it fenced before answering */
+				fenced++;
+			}
+			if (phase_b && r.voting) {
 				ans[p].answered = true;
-				ans[p].max = r.max;
-				ans[p].hi_n = r.hi_n;
 				got++;
 			}
 			xdr_free((xdrproc_t)xdr_px_info_reply, (char *)&r);
 		}
-		if (got >= need) break;
+		if (phase_b && got >= need) break;
+		if (!phase_b && fenced == n - 1) continue; /* phase B at once */
 		uint64_t t = dkv_now_ms() + pause;
+		if (!phase_b && t > until) t = until;
 		while (!px->dead && dkv_now_ms() < t) dkv_cond_wait_until(&px->cv, &px->mu, t);
-		if (pause < 200) pause *= 2;
+		if (pause < 40) pause *= 2;
 	}
 	if (!px->dead && (n == 1 || got >= need)) {
-		int floor = -1;
-		uint64_t hi = 0;
-		for (int p = 0; p < n; p++) {
-			if (!ans || !ans[p].answered) continue;
-			if (ans[p].max > floor) floor = ans[p].max;
-			if (ans[p].hi_n > hi) hi = ans[p].hi_n;
-		}
 		if (floor > px->vote_floor) px->vote_floor = floor;
 		if (hi > px->round_floor) px->round_floor = hi;
 		px_note_seq_locked(px, px->vote_floor);
@@ -653,8 +692,9 @@ static void *rejoin_main(void *arg)
 		pthread_mutex_lock(&px->mu);
 		px->voting = ok && !px->dead;
 		px->rejoined = true;
-		DKV_INFO("paxos %d: rejoined after %llu ms: votes above seq %d", px->me,
-		         (unsigned long long)(dkv_now_ms() - px->rejoin_t0), px->vote_floor);
+		DKV_INFO("paxos %d: rejoined after %llu ms (%s): votes above seq %d", px->me,
+		         (unsigned long long)(dkv_now_ms() - px->rejoin_t0),
+		         px->rejoin_waited ? "waited" : "fenced by every other peer", px->vote_floor);
 		pthread_cond_broadcast(&px->cv);
 	}
 	pthread_mutex_unlock(&px->mu);
@@ -949,6 +989,7 @@ static void px_release(paxos *px)
 	free(px->dones);
 	free(px->dincs);
 	free(px->peer_inc);
+	free(px->fence_inc);
 	free(px->fail_until);
 	free(px->unsafe);
 	close_disk(px);
@@ -1039,8 +1080,10 @@ static paxos *px_make_impl(const char *const *peers, int npeers, int me, dkv_rpc
 	px->peers = dkv_calloc((size_t)npeers, sizeof *px->peers);
 	px->dones = dkv_malloc((size_t)npeers * sizeof *px->dones);
 	px->fail_until = dkv_calloc((size_t)npeers, sizeof *px->fail_until);
+	px->fence_inc = dkv_calloc((size_t)npeers, sizeof *px->fence_inc);
 	px->pool = dkv_rpc_pool_new();
-	if (!px->peers || !px->dones || !px->fail_until || !px->pool || !px->peer_inc || !px->dincs)
+	if (!px->peers || !px->dones || !px->fail_until || !px->pool || !px->peer_inc || !px->dincs ||
+	    !px->fence_inc)
 		goto nomem;
 	px->dincs[me] = px->inc;
 	for (int i = 0; i < npeers; i++) {
@@ -1420,6 +1463,30 @@ unsigned long px_rejoin_asks(paxos *px)
 {
 	pthread_mutex_lock(&px->mu);
 	unsigned long n = px->rejoin_asks;
+	pthread_mutex_unlock(&px->mu);
+	return n;
+}
+
+bool px_rejoin_waited(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	bool w = px->rejoin_waited;
+	pthread_mutex_unlock(&px->mu);
+	return w;
+}
+
+unsigned long px_stale_refused(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	unsigned long n = px->stale_refused;
+	pthread_mutex_unlock(&px->mu);
+	return n;
+}
+
+unsigned long px_fenced_rounds(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	unsigned long n = px->fenced_rounds;
 	pthread_mutex_unlock(&px->mu);
 	return n;
 }
