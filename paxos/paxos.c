@@ -558,11 +558,17 @@ static const dkv_rpc_proc px_procs[] = {
  *  R2 Every proposer counts no vote of a round whose phase 1 began more than
  *     PX_ROUND_MAX_MS ago; a round under a lease counts from the lease's range
  *     prepare, so a lease lasts PX_ROUND_MAX_MS (proposer.c).
- *  R3 Rejoin: wait PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS after the restart was
- *     noticed, then ask the others (INFO) until floor((n-1)/2)+1 distinct other
- *     peers, each voting itself, have answered (answers given after the wait).
- *     vote_floor = the largest Max they reported; round_floor = the largest
- *     proposal number they had promised anywhere. Then: Max := max(Max,
+ *  R3 Rejoin, two phases. Phase A: ask every other peer (INFO, a few ms
+ *     between rounds) until each has answered once (voting or not: R5 fenced
+ *     it), or until PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS after the restart was
+ *     noticed, whichever comes first: the fence point. Phase B: ask again
+ *     until floor((n-1)/2)+1 distinct other peers, each voting itself, have
+ *     answered INFOs sent after the fence point. With every other peer up
+ *     (n = 3: always, as phase B needs both anyway) there is no wait; with
+ *     one down (n >= 5) it is the old rule: answers given after the wait.
+ *     vote_floor = the largest Max reported (phase A answers included: a
+ *     higher floor is always safe); round_floor = the largest proposal number
+ *     promised anywhere, likewise. Then: Max := max(Max,
  *     vote_floor); vote for every seq > vote_floor; answer NOVOTE for every
  *     seq <= vote_floor for the rest of this object's life; never grant a
  *     range promise starting at or below vote_floor; propose only with numbers
@@ -571,6 +577,17 @@ static const dkv_rpc_proc px_procs[] = {
  *  R4 Peers tell incarnations apart: a new incarnation of p is a new peer (its
  *     Done is forgotten, our lease is dropped), and nobody accepts what others
  *     say about its own Done.
+ *  R5 Fences. A peer that answers an INFO from incarnation I of p (I not the
+ *     one whose INFO it answered last) first, under px->mu: sets fence_inc[p]
+ *     = I, bumps fence_gen, drops its lease. From then on it serves no
+ *     request of p carrying another incarnation (PREPARE/ACCEPT: NOVOTE;
+ *     DECIDED ignored; FORWARD not taken; the header not taken in either) and
+ *     takes in no reply of one (not noted, never counted). A round counts its
+ *     votes at one instant under px->mu, only if fence_gen is still the value
+ *     it had when the round's phase 1 began (a lease: when its range prepare
+ *     began); so a round that holds a promise or accept of p's older self
+ *     and has not counted before the answer never counts. A peer that never
+ *     restarts never sends INFO: this costs nothing in normal operation.
  *
  * Why no two values are decided. A value is decided only when a proposer
  * counted a majority Q of votes in one round (accepts; and the promises of
@@ -579,12 +596,26 @@ static const dkv_rpc_proc px_procs[] = {
  *  (a) Every other member of Q handled a message of that round for s before
  *      it was counted, hence (px_note_seq_locked; Max never decreases) has
  *      Max >= s from then on, or has itself lost its state since.
- *  (b) The round began before p's old incarnation died (it holds a vote of
- *      it), so by R2 it counted nothing later than PX_ROUND_MAX_MS after that
- *      death; p's rejoin starts after the death (one process per peer at a
- *      time) and waits that long (the slack covers clock-rate drift between
- *      the two hosts over 1.5 s), so every vote of Q was given before any INFO
- *      answer p uses, and no round still running holds an old vote of p.
+ *  (b) Every vote of Q was given before any phase B answer p uses, and no
+ *      round counts an old vote of p after the fence point. Either by the
+ *      wait: the round began before p's old incarnation died (it holds a vote
+ *      of it), so by R2 it counted nothing later than PX_ROUND_MAX_MS after
+ *      that death; p's rejoin starts after the death (one process per peer at
+ *      a time) and its fence point is that long after (the slack covers
+ *      clock-rate drift between the two hosts over 1.5 s). Or by the fences
+ *      (R5), when every other peer answered in phase A: the proposer q of the
+ *      round is one of them (q != p: p's old rounds died with it); the
+ *      process of q that answered fenced first, so a round of it counts an
+ *      old vote of p only before that answer (a round begun earlier that had
+ *      not counted fails the fence_gen test; one begun later cannot get a
+ *      vote of a dead process: its calls reach p's new self); an earlier
+ *      process of q died before p's old self did (else it could not have
+ *      answered p's new self) and a later one cannot reach p's old self.
+ *      Either way the count, and so every vote of Q, came before the fence
+ *      point, which comes before every phase B INFO is sent. Then (c)-(e) as
+ *      before, with phase B's answers. (A single round of INFO would not do:
+ *      a member of Q may have answered before it voted, and q's Max, which
+ *      would then carry s, is not durable when q's own acceptor refused s.)
  *  (c) Call a peer a knower of s if it votes and has Max >= s. The set K∪L
  *      (knowers, and peers that were knowers and lost their state without
  *      rejoining yet) has >= floor(n/2)+1 members once Q was counted, and
@@ -606,7 +637,9 @@ static const dkv_rpc_proc px_procs[] = {
  *      proposals with one number break the "highest accepted" choice.
  *      round_floor removes it: its old proposal n was promised by a majority
  *      (a lease: a range promise, i.e. floor_n), so by the count of (c) some
- *      INFO answer reports a promise >= n, and p's new numbers are above it.
+ *      INFO answer reports a promise >= n, and p's new numbers are above it
+ *      (after a fenced phase A, every promise of n that survives is reported
+ *      in a phase A answer: no peer serves p's old requests after its own).
  *      That is also why it proposes nothing before it rejoined (R1).
  *      Likewise a lease resting on a range promise of p's old incarnation
  *      would cover instances above vote_floor: R2 makes leases expire.
@@ -618,6 +651,12 @@ static const dkv_rpc_proc px_procs[] = {
  * Max reported in INFO is this peer's px->max_seq, which never decreases.
  * Liveness: instances <= vote_floor that were not decided need the other
  * peers; with fewer than a majority of voting others up it never votes.
+ * Fence ordering: incarnations are random, so "the INFO answered last" stands
+ * for "the newest". An INFO of a dead incarnation handled after its
+ * successor's (a handler delayed past a restart) would move the fence back:
+ * safety does not depend on it (the fence_gen test and dead processes'
+ * silence do), but the live one's requests are then refused as stale until
+ * it sends another INFO (it does so only while rejoining).
  */
 
 typedef struct {
