@@ -609,8 +609,8 @@ static const dkv_rpc_proc px_procs[] = {
  *      old vote of p only before that answer (a round begun earlier that had
  *      not counted fails the fence_gen test; one begun later cannot get a
  *      vote of a dead process: its calls reach p's new self); an earlier
- *      process of q died before p's old self did (else it could not have
- *      answered p's new self) and a later one cannot reach p's old self.
+ *      process of q counted before it died, so before the answer; a later
+ *      one starts after the answer, when p's old self is dead already.
  *      Either way the count, and so every vote of Q, came before the fence
  *      point, which comes before every phase B INFO is sent. Then (c)-(e) as
  *      before, with phase B's answers. (A single round of INFO would not do:
