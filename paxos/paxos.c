@@ -225,8 +225,15 @@ static void note_leading_locked(paxos *px, int from, bool leading)
 		px->hint = -1;
 }
 
+bool px_fenced_locked(paxos *px, int from, uint64_t inc)
+{
+	return from >= 0 && from < px->npeers && from != px->me && px->fence_inc[from] != 0 &&
+	       inc != px->fence_inc[from];
+}
+
 void px_rhdr_note_locked(paxos *px, int from, const px_rhdr *h)
 {
+	if (px_fenced_locked(px, from, h->inc)) return; /* R5: an old incarnation's reply */
 	px_note_inc_locked(px, from, h->inc);
 	note_leading_locked(px, from, h->leading);
 	if (h->dincs.dincs_len == h->dones.dones_len)
@@ -253,6 +260,16 @@ static void rhdr_fill_locked(paxos *px, px_rhdr *h)
 }
 
 static void start_rejoin_locked(paxos *px);
+
+/* R5: a request from an incarnation of its sender other than the one whose
+ * INFO we answered last: refused, nothing of it taken in (not even its
+ * header). */
+static bool stale_locked(paxos *px, const px_hdr *h)
+{
+	if (!px_fenced_locked(px, h->from, h->from_inc)) return false;
+	px->stale_refused++;
+	return true;
+}
 
 /* Take in a request header: the sender's incarnation and Done values, and
  * whether it knows us under another incarnation (then we voted before). */
@@ -307,9 +324,10 @@ static void handle_prepare(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
-	r->status = PX_ST_REJECT;
-	if (!px->dead && a->seq >= 0) {
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
+	r->status = stale ? PX_ST_NOVOTE : PX_ST_REJECT;
+	if (!px->dead && a->seq >= 0 && !stale) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (a->seq < px->min_seq) {
@@ -357,9 +375,10 @@ static void handle_accept(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
-	r->status = PX_ST_REJECT;
-	if (!px->dead && a->seq >= 0) {
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
+	r->status = stale ? PX_ST_NOVOTE : PX_ST_REJECT;
+	if (!px->dead && a->seq >= 0 && !stale) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (a->seq < px->min_seq) {
@@ -415,9 +434,10 @@ static void handle_decided(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
 	/* a learner learns whether it votes or not */
-	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0) {
+	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0 && !stale) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (in && !in->v_d) {
@@ -450,6 +470,17 @@ static void handle_info(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
+	int from = a->h.from;
+	if (from >= 0 && from < px->npeers && from != px->me && a->h.from_inc != 0 &&
+	    px->fence_inc[from] != a->h.from_inc) {
+		/* R5: the sender announces a new incarnation. From this answer on,
+		 * no request of another incarnation of it is served, no reply of
+		 * one taken in, and no round of ours that began before counts a
+		 * vote (fence_gen); the lease may rest on its old range promise. */
+		px->fence_inc[from] = a->h.from_inc;
+		px->fence_gen++;
+		px->lead_n = 0;
+	}
 	hdr_note_locked(px, &a->h);
 	r->max = px->max_seq;
 	r->hi_n = hi_n_locked(px);
@@ -474,9 +505,10 @@ static void handle_forward(void *inst, void *argp, void *resp)
 	__atomic_add_fetch(&px->rpc_count, 1, __ATOMIC_RELAXED);
 
 	pthread_mutex_lock(&px->mu);
-	hdr_note_locked(px, &a->h);
+	bool stale = stale_locked(px, &a->h);
+	if (!stale) hdr_note_locked(px, &a->h);
 	r->taken = FALSE;
-	if (!px->dead && a->seq >= px->min_seq && a->seq >= 0 && lease_holder_locked(px)) {
+	if (!stale && !px->dead && a->seq >= px->min_seq && a->seq >= 0 && lease_holder_locked(px)) {
 		px_note_seq_locked(px, a->seq);
 		px_inst *in = px_get_locked(px, a->seq);
 		if (in && !in->v_d) {
@@ -526,11 +558,17 @@ static const dkv_rpc_proc px_procs[] = {
  *  R2 Every proposer counts no vote of a round whose phase 1 began more than
  *     PX_ROUND_MAX_MS ago; a round under a lease counts from the lease's range
  *     prepare, so a lease lasts PX_ROUND_MAX_MS (proposer.c).
- *  R3 Rejoin: wait PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS after the restart was
- *     noticed, then ask the others (INFO) until floor((n-1)/2)+1 distinct other
- *     peers, each voting itself, have answered (answers given after the wait).
- *     vote_floor = the largest Max they reported; round_floor = the largest
- *     proposal number they had promised anywhere. Then: Max := max(Max,
+ *  R3 Rejoin, two phases. Phase A: ask every other peer (INFO, a few ms
+ *     between rounds) until each has answered once (voting or not: R5 fenced
+ *     it), or until PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS after the restart was
+ *     noticed, whichever comes first: the fence point. Phase B: ask again
+ *     until floor((n-1)/2)+1 distinct other peers, each voting itself, have
+ *     answered INFOs sent after the fence point. With every other peer up
+ *     (n = 3: always, as phase B needs both anyway) there is no wait; with
+ *     one down (n >= 5) it is the old rule: answers given after the wait.
+ *     vote_floor = the largest Max reported (phase A answers included: a
+ *     higher floor is always safe); round_floor = the largest proposal number
+ *     promised anywhere, likewise. Then: Max := max(Max,
  *     vote_floor); vote for every seq > vote_floor; answer NOVOTE for every
  *     seq <= vote_floor for the rest of this object's life; never grant a
  *     range promise starting at or below vote_floor; propose only with numbers
@@ -539,6 +577,17 @@ static const dkv_rpc_proc px_procs[] = {
  *  R4 Peers tell incarnations apart: a new incarnation of p is a new peer (its
  *     Done is forgotten, our lease is dropped), and nobody accepts what others
  *     say about its own Done.
+ *  R5 Fences. A peer that answers an INFO from incarnation I of p (I not the
+ *     one whose INFO it answered last) first, under px->mu: sets fence_inc[p]
+ *     = I, bumps fence_gen, drops its lease. From then on it serves no
+ *     request of p carrying another incarnation (PREPARE/ACCEPT: NOVOTE;
+ *     DECIDED ignored; FORWARD not taken; the header not taken in either) and
+ *     takes in no reply of one (not noted, never counted). A round counts its
+ *     votes at one instant under px->mu, only if fence_gen is still the value
+ *     it had when the round's phase 1 began (a lease: when its range prepare
+ *     began); so a round that holds a promise or accept of p's older self
+ *     and has not counted before the answer never counts. A peer that never
+ *     restarts never sends INFO: this costs nothing in normal operation.
  *
  * Why no two values are decided. A value is decided only when a proposer
  * counted a majority Q of votes in one round (accepts; and the promises of
@@ -547,12 +596,26 @@ static const dkv_rpc_proc px_procs[] = {
  *  (a) Every other member of Q handled a message of that round for s before
  *      it was counted, hence (px_note_seq_locked; Max never decreases) has
  *      Max >= s from then on, or has itself lost its state since.
- *  (b) The round began before p's old incarnation died (it holds a vote of
- *      it), so by R2 it counted nothing later than PX_ROUND_MAX_MS after that
- *      death; p's rejoin starts after the death (one process per peer at a
- *      time) and waits that long (the slack covers clock-rate drift between
- *      the two hosts over 1.5 s), so every vote of Q was given before any INFO
- *      answer p uses, and no round still running holds an old vote of p.
+ *  (b) Every vote of Q was given before any phase B answer p uses, and no
+ *      round counts an old vote of p after the fence point. Either by the
+ *      wait: the round began before p's old incarnation died (it holds a vote
+ *      of it), so by R2 it counted nothing later than PX_ROUND_MAX_MS after
+ *      that death; p's rejoin starts after the death (one process per peer at
+ *      a time) and its fence point is that long after (the slack covers
+ *      clock-rate drift between the two hosts over 1.5 s). Or by the fences
+ *      (R5), when every other peer answered in phase A: the proposer q of the
+ *      round is one of them (q != p: p's old rounds died with it); the
+ *      process of q that answered fenced first, so a round of it counts an
+ *      old vote of p only before that answer (a round begun earlier that had
+ *      not counted fails the fence_gen test; one begun later cannot get a
+ *      vote of a dead process: its calls reach p's new self); an earlier
+ *      process of q counted before it died, so before the answer; a later
+ *      one starts after the answer, when p's old self is dead already.
+ *      Either way the count, and so every vote of Q, came before the fence
+ *      point, which comes before every phase B INFO is sent. Then (c)-(e) as
+ *      before, with phase B's answers. (A single round of INFO would not do:
+ *      a member of Q may have answered before it voted, and q's Max, which
+ *      would then carry s, is not durable when q's own acceptor refused s.)
  *  (c) Call a peer a knower of s if it votes and has Max >= s. The set K∪L
  *      (knowers, and peers that were knowers and lost their state without
  *      rejoining yet) has >= floor(n/2)+1 members once Q was counted, and
@@ -574,7 +637,9 @@ static const dkv_rpc_proc px_procs[] = {
  *      proposals with one number break the "highest accepted" choice.
  *      round_floor removes it: its old proposal n was promised by a majority
  *      (a lease: a range promise, i.e. floor_n), so by the count of (c) some
- *      INFO answer reports a promise >= n, and p's new numbers are above it.
+ *      INFO answer reports a promise >= n, and p's new numbers are above it
+ *      (after a fenced phase A, every promise of n that survives is reported
+ *      in a phase A answer: no peer serves p's old requests after its own).
  *      That is also why it proposes nothing before it rejoined (R1).
  *      Likewise a lease resting on a range promise of p's old incarnation
  *      would cover instances above vote_floor: R2 makes leases expire.
@@ -586,29 +651,42 @@ static const dkv_rpc_proc px_procs[] = {
  * Max reported in INFO is this peer's px->max_seq, which never decreases.
  * Liveness: instances <= vote_floor that were not decided need the other
  * peers; with fewer than a majority of voting others up it never votes.
+ * Fence ordering: incarnations are random, so "the INFO answered last" stands
+ * for "the newest". An INFO of a dead incarnation handled after its
+ * successor's (a handler delayed past a restart) would move the fence back:
+ * safety does not depend on it (the fence_gen test and dead processes'
+ * silence do), but the live one's requests are then refused as stale until
+ * it sends another INFO (it does so only while rejoining).
  */
 
 typedef struct {
-	bool answered;
-	int max;
-	uint64_t hi_n;
+	bool fenced;   /* it answered an INFO of ours: it has fenced our old selves */
+	bool answered; /* it answered, voting, an INFO sent after the fence point */
 } rejoin_answer;
 
 static void *rejoin_main(void *arg)
 {
 	paxos *px = arg;
-	int n = px->npeers, need = (n - 1) / 2 + 1, got = 0;
+	int n = px->npeers, need = (n - 1) / 2 + 1, got = 0, fenced = 0, floor = -1;
+	uint64_t hi = 0;
 	int *dv = dkv_malloc((size_t)n * sizeof *dv);
 	uint64_t *di = dkv_malloc((size_t)n * sizeof *di);
 	rejoin_answer *ans = dkv_calloc((size_t)n, sizeof *ans);
 	pthread_mutex_lock(&px->mu);
+	/* R3 phase A until every other peer answered (fenced) or the wait is
+	 * over; then phase B: answers to INFOs sent from then on */
 	uint64_t until = px->rejoin_t0 + PX_ROUND_MAX_MS + PX_REJOIN_SLACK_MS;
-	while (!px->dead && dkv_now_ms() < until) dkv_cond_wait_until(&px->cv, &px->mu, until);
-	unsigned pause = 10;
-	while (!px->dead && dv && di && ans) {
-		if (n == 1) break; /* alone: nobody else can have counted a vote */
+	bool phase_b = false;
+	unsigned pause = 5;
+	px->rejoin_waited = false;
+	while (!px->dead && dv && di && ans && n > 1) { /* alone: nobody else can have counted a vote */
+		if (!phase_b && (fenced == n - 1 || dkv_now_ms() >= until)) {
+			phase_b = true;
+			px->rejoin_waited = fenced < n - 1;
+			pause = 5;
+		}
 		for (int p = 0; p < n && !px->dead; p++) {
-			if (p == px->me || ans[p].answered) continue;
+			if (p == px->me || (phase_b ? ans[p].answered : ans[p].fenced)) continue;
 			px_info_args a;
 			px_info_reply r;
 			memset(&a, 0, sizeof a);
@@ -622,27 +700,27 @@ static void *rejoin_main(void *arg)
 			pthread_mutex_lock(&px->mu);
 			if (rc != DKV_OK) continue;
 			px_rhdr_note_locked(px, p, &r.h);
-			if (r.voting) {
+			/* every answer's floors are kept (higher floors are always safe) */
+			if (r.max > floor) floor = r.max;
+			if (r.hi_n > hi) hi = r.hi_n;
+			if (!ans[p].fenced) {
+				ans[p].fenced = true; /* voting or not: it fenced before answering */
+				fenced++;
+			}
+			if (phase_b && r.voting) {
 				ans[p].answered = true;
-				ans[p].max = r.max;
-				ans[p].hi_n = r.hi_n;
 				got++;
 			}
 			xdr_free((xdrproc_t)xdr_px_info_reply, (char *)&r);
 		}
-		if (got >= need) break;
+		if (phase_b && got >= need) break;
+		if (!phase_b && fenced == n - 1) continue; /* phase B at once */
 		uint64_t t = dkv_now_ms() + pause;
+		if (!phase_b && t > until) t = until;
 		while (!px->dead && dkv_now_ms() < t) dkv_cond_wait_until(&px->cv, &px->mu, t);
-		if (pause < 200) pause *= 2;
+		if (pause < 40) pause *= 2;
 	}
 	if (!px->dead && (n == 1 || got >= need)) {
-		int floor = -1;
-		uint64_t hi = 0;
-		for (int p = 0; p < n; p++) {
-			if (!ans || !ans[p].answered) continue;
-			if (ans[p].max > floor) floor = ans[p].max;
-			if (ans[p].hi_n > hi) hi = ans[p].hi_n;
-		}
 		if (floor > px->vote_floor) px->vote_floor = floor;
 		if (hi > px->round_floor) px->round_floor = hi;
 		px_note_seq_locked(px, px->vote_floor);
@@ -653,8 +731,9 @@ static void *rejoin_main(void *arg)
 		pthread_mutex_lock(&px->mu);
 		px->voting = ok && !px->dead;
 		px->rejoined = true;
-		DKV_INFO("paxos %d: rejoined after %llu ms: votes above seq %d", px->me,
-		         (unsigned long long)(dkv_now_ms() - px->rejoin_t0), px->vote_floor);
+		DKV_INFO("paxos %d: rejoined after %llu ms (%s): votes above seq %d", px->me,
+		         (unsigned long long)(dkv_now_ms() - px->rejoin_t0),
+		         px->rejoin_waited ? "waited" : "fenced by every other peer", px->vote_floor);
 		pthread_cond_broadcast(&px->cv);
 	}
 	pthread_mutex_unlock(&px->mu);
@@ -949,6 +1028,7 @@ static void px_release(paxos *px)
 	free(px->dones);
 	free(px->dincs);
 	free(px->peer_inc);
+	free(px->fence_inc);
 	free(px->fail_until);
 	free(px->unsafe);
 	close_disk(px);
@@ -1039,8 +1119,10 @@ static paxos *px_make_impl(const char *const *peers, int npeers, int me, dkv_rpc
 	px->peers = dkv_calloc((size_t)npeers, sizeof *px->peers);
 	px->dones = dkv_malloc((size_t)npeers * sizeof *px->dones);
 	px->fail_until = dkv_calloc((size_t)npeers, sizeof *px->fail_until);
+	px->fence_inc = dkv_calloc((size_t)npeers, sizeof *px->fence_inc);
 	px->pool = dkv_rpc_pool_new();
-	if (!px->peers || !px->dones || !px->fail_until || !px->pool || !px->peer_inc || !px->dincs)
+	if (!px->peers || !px->dones || !px->fail_until || !px->pool || !px->peer_inc || !px->dincs ||
+	    !px->fence_inc)
 		goto nomem;
 	px->dincs[me] = px->inc;
 	for (int i = 0; i < npeers; i++) {
@@ -1431,6 +1513,30 @@ unsigned long px_rejoin_asks(paxos *px)
 {
 	pthread_mutex_lock(&px->mu);
 	unsigned long n = px->rejoin_asks;
+	pthread_mutex_unlock(&px->mu);
+	return n;
+}
+
+bool px_rejoin_waited(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	bool w = px->rejoin_waited;
+	pthread_mutex_unlock(&px->mu);
+	return w;
+}
+
+unsigned long px_stale_refused(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	unsigned long n = px->stale_refused;
+	pthread_mutex_unlock(&px->mu);
+	return n;
+}
+
+unsigned long px_fenced_rounds(paxos *px)
+{
+	pthread_mutex_lock(&px->mu);
+	unsigned long n = px->fenced_rounds;
 	pthread_mutex_unlock(&px->mu);
 	return n;
 }

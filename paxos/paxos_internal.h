@@ -164,6 +164,17 @@ struct paxos {
 	unsigned long forwards_taken; /* FORWARDs we took as lease holder */
 	unsigned long forwards_sent;  /* FORWARDs our proposers sent */
 	unsigned long rejoin_asks;    /* INFO calls made by the rejoin */
+	/* Fences (paxos.c "Restarts", R5): fence_inc[p] is the incarnation of p
+	 * whose INFO we answered last (0: none); requests of p from any other
+	 * incarnation are refused, replies from one are not taken in.
+	 * fence_gen counts changes of fence_inc: a round that began under another
+	 * fence_gen counts nothing (lead_gen: the lease's range round's). */
+	uint64_t *fence_inc;
+	uint64_t fence_gen;
+	uint64_t lead_gen;
+	unsigned long stale_refused;  /* requests refused: an old incarnation's */
+	unsigned long fenced_rounds;  /* our rounds failed by a fence */
+	bool rejoin_waited;           /* the rejoin fell back to the R3 wait */
 
 	/* Durability (paxos.c "Durability"); NULL in memory mode. */
 	dkv_dir *dir;         /* owned when own_dir */
@@ -211,6 +222,15 @@ int px_vote_floor(paxos *px);
 unsigned long px_novote_count(paxos *px, bool sent);
 /* px_rejoin_asks: INFO calls this peer's rejoin has made (answered or not). */
 unsigned long px_rejoin_asks(paxos *px);
+/* px_rejoin_waited: the last rejoin waited PX_ROUND_MAX_MS (not every other
+ * peer answered its fencing INFO in time). */
+bool px_rejoin_waited(paxos *px);
+/* px_stale_refused: requests refused as an old incarnation's (R5);
+ * px_fenced_rounds: our rounds failed because a fence moved meanwhile. */
+unsigned long px_stale_refused(paxos *px);
+unsigned long px_fenced_rounds(paxos *px);
+/* px_fenced_locked: is inc a fenced-off incarnation of peer `from`? */
+bool px_fenced_locked(paxos *px, int from, uint64_t inc);
 
 /* Durability. px_log_locked: append one record (no I/O); returns its LSN
  * (0: memory mode, or the peer was stopped by an error). px_sync (no lock

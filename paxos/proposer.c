@@ -46,6 +46,7 @@ typedef struct {
 	uint64_t *di;
 	uint64_t *pinc;   /* per peer: its incarnation in this round's phase 1, 0 */
 	uint64_t deadline; /* count no vote after this (R2 of paxos.c "Restarts") */
+	uint64_t gen;      /* px->fence_gen when the round's phase 1 began (R5) */
 	uint64_t own_lsn;  /* our own vote's record: counts once durable */
 	/* a range round's outcome (prepare_phase with range) */
 	bool range_all;   /* every promise counted came with the range promise */
@@ -113,6 +114,17 @@ static void learn(paxos *px, int seq, px_blob *v)
 	bool news = px_learn_locked(px, seq, v);
 	pthread_mutex_unlock(&px->mu);
 	if (news) px_fire_hook(px, seq);
+}
+
+/* R5: has no fence moved since the round's phase 1 began? Decided under
+ * px->mu: an INFO answer that fences comes wholly before or after it. */
+static bool fence_holds(paxos *px, px_prop *pr)
+{
+	pthread_mutex_lock(&px->mu);
+	bool ok = px->fence_gen == pr->gen;
+	if (!ok) px->fenced_rounds++;
+	pthread_mutex_unlock(&px->mu);
+	return ok;
 }
 
 /* Phase 1. On success (*ok) *chosen is the value to propose (a new
@@ -196,6 +208,13 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 			continue;
 		}
 		px_rhdr_note_locked(px, p, &r.h);
+		if (px_fenced_locked(px, p, r.h.inc)) {
+			/* R5: an old incarnation's promise: a refusal */
+			pthread_mutex_unlock(&px->mu);
+			xdr_free((xdrproc_t)xdr_px_prepare_reply, (char *)&r);
+			refusals++;
+			continue;
+		}
 		if (r.status == PX_ST_OK) {
 			promises++;
 			pr->pinc[p] = r.h.inc;
@@ -249,8 +268,8 @@ static round_result prepare_phase(paxos *px, px_prop *pr, uint64_t n, bool range
 		}
 	}
 	/* R2: a round counts nothing after its deadline (every vote counted
-	 * arrived before now) */
-	if (promises < maj || dkv_now_ms() > pr->deadline) {
+	 * arrived before now); R5: nor after a fence moved */
+	if (promises < maj || dkv_now_ms() > pr->deadline || !fence_holds(px, pr)) {
 		px_blob_unref(best);
 		return ROUND_FAILED;
 	}
@@ -317,7 +336,8 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 			continue;
 		}
 		px_rhdr_note_locked(px, p, &r.h);
-		if (r.status == PX_ST_OK && (!pr->pinc[p] || pr->pinc[p] == r.h.inc)) {
+		if (r.status == PX_ST_OK && (!pr->pinc[p] || pr->pinc[p] == r.h.inc) &&
+		    !px_fenced_locked(px, p, r.h.inc)) {
 			accepts++;
 		} else {
 			/* a refusal; or the peer restarted since its promise in phase 1:
@@ -331,7 +351,8 @@ static round_result accept_phase(paxos *px, px_prop *pr, uint64_t n, const int *
 		xdr_free((xdrproc_t)xdr_px_accept_reply, (char *)&r);
 		if (r.status == PX_ST_FORGOTTEN) return ROUND_DONE;
 	}
-	if (accepts < maj || dkv_now_ms() > pr->deadline) return ROUND_FAILED;
+	/* the count: under px->mu, so it is before or after any INFO answer */
+	if (accepts < maj || dkv_now_ms() > pr->deadline || !fence_holds(px, pr)) return ROUND_FAILED;
 	if (!px_sync(px, px_last_lsn_own(px, pr))) return ROUND_DONE;
 	*ok = true;
 	return ROUND_DONE;
@@ -388,6 +409,10 @@ static bool lease_covers_locked(paxos *px, const px_inst *in)
 		px->lead_n = 0;
 		return false;
 	}
+	if (px->lead_gen != px->fence_gen) { /* R5: it may rest on an old incarnation's promise */
+		px->lead_n = 0;
+		return false;
+	}
 	if (px->floor_n != px->lead_n) { /* a higher range promise was given here */
 		px->lead_n = 0;
 		return false;
@@ -412,6 +437,7 @@ static void take_lease_locked(paxos *px, px_prop *pr, uint64_t n, uint64_t t0)
 	px->lead_n = n;
 	px->lead_from = pr->seq;
 	px->lead_t0 = t0;
+	px->lead_gen = pr->gen;
 }
 
 /*
@@ -511,6 +537,7 @@ static void propose_locked(paxos *px, px_prop *pr, int *order)
 		uint64_t n = fast ? px->lead_n : px_next_number(in, px->me);
 		uint64_t t0 = dkv_now_ms();
 		pr->deadline = (fast ? px->lead_t0 : t0) + PX_ROUND_MAX_MS;
+		pr->gen = fast ? px->lead_gen : px->fence_gen;
 		memset(pr->pinc, 0, (size_t)px->npeers * sizeof *pr->pinc);
 		tried_fast = true;
 		peer_order(px, pr->seq, order);

@@ -1231,6 +1231,212 @@ static void test_paxos_restarted_peer_without_a_voting_majority_never_votes(void
 	cl_free(cl);
 }
 
+/* R5 (paxos.c "Restarts"): with every other peer up, a restarted peer
+ * rejoins after exactly two INFO rounds (phase A fences, phase B reads) and
+ * never waits PX_ROUND_MAX_MS (the old rule always waited: counted as a flag,
+ * not a time). */
+static void test_paxos_restarted_peer_rejoins_without_the_wait_when_all_answer(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("nowait", 3, false);
+	for (int seq = 0; seq < 3; seq++) {
+		start(cl, seq % 3, seq, "v");
+		waitn(cl, seq, 3);
+	}
+	cl_restart(cl, 1, true);
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	printf("  rejoined after %lu INFO calls, waited: %d\n", px_rejoin_asks(cl->px[1]),
+	       (int)px_rejoin_waited(cl->px[1]));
+	assert_false(px_rejoin_waited(cl->px[1]));
+	assert_int_equal(px_rejoin_asks(cl->px[1]), 4); /* 2 others x (phase A + phase B) */
+	assert_true(px_vote_floor(cl->px[1]) >= 2);
+	/* and it carries a majority with one of the others gone */
+	paxos_kill(cl->px[2]);
+	int f = px_vote_floor(cl->px[1]);
+	start(cl, 1, f + 1, "after");
+	WAIT_UNTIL(decided_as(cl, 0, f + 1, "after") && decided_as(cl, 1, f + 1, "after"), 10000);
+	cl_free(cl);
+}
+
+/* With a peer down in a group of 5, the fences cannot all be had: the rejoin
+ * falls back to the wait (and still completes with 3 voting others). */
+static void test_paxos_rejoin_with_a_peer_down_falls_back_to_the_wait(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("waitfb", 5, false);
+	start(cl, 0, 0, "v");
+	waitn(cl, 0, 5);
+	paxos_kill(cl->px[4]);
+	cl_restart(cl, 1, true);
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	assert_true(px_rejoin_waited(cl->px[1]));
+	assert_true(px_vote_floor(cl->px[1]) >= 0);
+	cl_free(cl);
+}
+
+/* A PREPARE or ACCEPT header from peer `from` with incarnation `inc`. */
+static void fill_hdr(px_hdr *h, int from, uint64_t inc, int *dv, uint64_t *di, int n)
+{
+	memset(h, 0, sizeof *h);
+	for (int i = 0; i < n; i++) {
+		dv[i] = -1;
+		di[i] = 0;
+	}
+	h->from = from;
+	h->from_inc = inc;
+	h->dones.dones_val = dv;
+	h->dones.dones_len = (u_int)n;
+	h->dincs.dincs_val = di;
+	h->dincs.dincs_len = (u_int)n;
+}
+
+static px_status raw_prepare(dkv_rpc_pool *pool, const char *to, int from, uint64_t inc, int seq,
+                             uint64_t n)
+{
+	int dv[3];
+	uint64_t di[3];
+	px_prepare_args a;
+	px_prepare_reply r;
+	memset(&a, 0, sizeof a);
+	memset(&r, 0, sizeof r);
+	fill_hdr(&a.h, from, inc, dv, di, 3);
+	a.seq = seq;
+	a.n = n;
+	int rc = dkv_rpc_call(pool, to, PX_PROG, PX_VERS, PX_PREPARE, (xdrproc_t)xdr_px_prepare_args,
+	                      &a, (xdrproc_t)xdr_px_prepare_reply, &r, 10000);
+	assert_int_equal(rc, DKV_OK);
+	px_status st = r.status;
+	xdr_free((xdrproc_t)xdr_px_prepare_reply, (char *)&r);
+	return st;
+}
+
+static px_status raw_accept(dkv_rpc_pool *pool, const char *to, int from, uint64_t inc, int seq,
+                            uint64_t n)
+{
+	int dv[3];
+	uint64_t di[3];
+	px_accept_args a;
+	px_accept_reply r;
+	memset(&a, 0, sizeof a);
+	memset(&r, 0, sizeof r);
+	fill_hdr(&a.h, from, inc, dv, di, 3);
+	a.seq = seq;
+	a.n = n;
+	a.v.px_value_val = "old";
+	a.v.px_value_len = 3;
+	int rc = dkv_rpc_call(pool, to, PX_PROG, PX_VERS, PX_ACCEPT, (xdrproc_t)xdr_px_accept_args,
+	                      &a, (xdrproc_t)xdr_px_accept_reply, &r, 10000);
+	assert_int_equal(rc, DKV_OK);
+	px_status st = r.status;
+	xdr_free((xdrproc_t)xdr_px_accept_reply, (char *)&r);
+	return st;
+}
+
+/* instance seq's (n_p, n_a) at peer i (0, 0 when absent) */
+static void inst_state(cluster *cl, int i, int seq, uint64_t *np, uint64_t *na)
+{
+	pthread_mutex_lock(&cl->px[i]->mu);
+	px_inst *in = px_find_locked(cl->px[i], seq);
+	*np = in ? in->n_p : 0;
+	*na = in ? in->n_a : 0;
+	pthread_mutex_unlock(&cl->px[i]->mu);
+}
+
+/* R5, the acceptor's fence: once A answered the INFO of B's new incarnation,
+ * a PREPARE or ACCEPT that carries B's old incarnation (a message of the old
+ * process delivered late) is refused and changes nothing, header included;
+ * the same requests with the new incarnation are served. Before the INFO,
+ * an unknown incarnation is served (normal operation costs nothing). */
+static void test_paxos_old_incarnation_requests_are_refused_after_the_info(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("fence", 3, false);
+	start(cl, 0, 0, "v");
+	waitn(cl, 0, 3);
+	dkv_rpc_pool *pool = dkv_rpc_pool_new();
+	assert_non_null(pool);
+	uint64_t old = px_incarnation(cl->px[1]);
+	const uint64_t n1 = (5ull << PX_ROUND_SHIFT) | 1, n2 = (6ull << PX_ROUND_SHIFT) | 1;
+	/* before any INFO: served */
+	assert_int_equal(raw_prepare(pool, cl->peers[0], 1, old, 10, n1), PX_ST_OK);
+	cl_restart(cl, 1, true);
+	uint64_t inc = px_incarnation(cl->px[1]);
+	WAIT_UNTIL(px_is_voting(cl->px[1]), 10000);
+	unsigned long st0 = px_stale_refused(cl->px[0]);
+	uint64_t np, na;
+	/* the old incarnation, delivered after the INFO: refused, nothing changes */
+	assert_int_equal(raw_prepare(pool, cl->peers[0], 1, old, 11, n2), PX_ST_NOVOTE);
+	assert_int_equal(raw_accept(pool, cl->peers[0], 1, old, 10, n1), PX_ST_NOVOTE);
+	assert_int_equal(raw_prepare(pool, cl->peers[0], 1, old, 10, n2), PX_ST_NOVOTE);
+	inst_state(cl, 0, 11, &np, &na);
+	assert_true(np == 0 && na == 0);
+	inst_state(cl, 0, 10, &np, &na);
+	assert_true(np == n1 && na == 0);
+	assert_int_equal(px_stale_refused(cl->px[0]), st0 + 3);
+	pthread_mutex_lock(&cl->px[0]->mu);
+	assert_true(cl->px[0]->peer_inc[1] == inc); /* its header was not taken in */
+	pthread_mutex_unlock(&cl->px[0]->mu);
+	/* the new incarnation: served */
+	assert_int_equal(raw_accept(pool, cl->peers[0], 1, inc, 10, n1), PX_ST_OK);
+	inst_state(cl, 0, 10, &np, &na);
+	assert_true(na == n1);
+	assert_int_equal(px_stale_refused(cl->px[0]), st0 + 3);
+	dkv_rpc_pool_free(pool);
+	cl_free(cl);
+}
+
+/* R5, the proposer's fence: A's round at s holds a vote of B's old
+ * incarnation (A's own acceptor refused s) and waits for C's (C's handlers
+ * are held on C's lock); B restarts and A answers its INFO; A's acceptor
+ * votes again; then C answers. B (old) and C make a majority, but the round
+ * counts nothing: it fails (counted), and s is decided by a later round with
+ * a higher number (old code: that round went on with B's forgotten vote and
+ * C accepted its number n1). */
+static void test_paxos_round_holding_an_old_incarnation_vote_does_not_count_it(void **state)
+{
+	(void)state;
+	cluster *cl = cl_start("fencer", 3, false);
+	start(cl, 0, 0, "v");
+	waitn(cl, 0, 3);
+	const int s = 3; /* A's order at seq 3: A, B, C */
+	/* A's own acceptor refuses at s, so its round needs both B and C */
+	pthread_mutex_lock(&cl->px[0]->mu);
+	cl->px[0]->vote_floor = s;
+	pthread_mutex_unlock(&cl->px[0]->mu);
+	unsigned long f0 = px_fenced_rounds(cl->px[0]);
+	unsigned long c0 = paxos_rpc_count(cl->px[2]);
+	pthread_mutex_lock(&cl->px[2]->mu); /* hold C's handlers */
+	start(cl, 0, s, "x");
+	/* A's request is in C's handler: B (before C in A's order) voted n1 */
+	WAIT_UNTIL(paxos_rpc_count(cl->px[2]) > c0, 10000);
+	uint64_t n1, na;
+	inst_state(cl, 1, s, &n1, &na);
+	assert_true(n1 != 0);
+	cl_restart(cl, 1, true);
+	uint64_t inc = px_incarnation(cl->px[1]);
+	/* B's rejoin asks A first: A fences B's old incarnation */
+	bool fenced = false;
+	for (int k = 0; k < 2000 && !fenced; k++) {
+		pthread_mutex_lock(&cl->px[0]->mu);
+		fenced = cl->px[0]->fence_inc[1] == inc;
+		pthread_mutex_unlock(&cl->px[0]->mu);
+		if (!fenced) th_sleep_ms(5);
+	}
+	pthread_mutex_lock(&cl->px[0]->mu);
+	cl->px[0]->vote_floor = -1; /* A's acceptor votes at s again */
+	pthread_mutex_unlock(&cl->px[0]->mu);
+	pthread_mutex_unlock(&cl->px[2]->mu); /* C answers now */
+	assert_true(fenced);
+	WAIT_UNTIL(decided_as(cl, 0, s, "x") && decided_as(cl, 2, s, "x"), 10000);
+	uint64_t np;
+	inst_state(cl, 2, s, &np, &na);
+	printf("  C at seq %d: n_a %llu (the fenced round's n1 %llu); rounds failed by a fence: %lu\n",
+	       s, (unsigned long long)na, (unsigned long long)n1, px_fenced_rounds(cl->px[0]) - f0);
+	assert_true(na > n1);
+	assert_true(px_fenced_rounds(cl->px[0]) > f0);
+	cl_free(cl);
+}
+
 /* ------------------------------------------------------------ durability (issue 13) */
 
 /* a per-test data directory path (not created) */
@@ -1682,6 +1888,10 @@ int main(void)
 		cmocka_unit_test(test_paxos_restarted_peer_answers_novote),
 		cmocka_unit_test(test_paxos_restarted_peer_votes_again_and_carries_a_majority),
 		cmocka_unit_test(test_paxos_restarted_peer_without_a_voting_majority_never_votes),
+		cmocka_unit_test(test_paxos_restarted_peer_rejoins_without_the_wait_when_all_answer),
+		cmocka_unit_test(test_paxos_rejoin_with_a_peer_down_falls_back_to_the_wait),
+		cmocka_unit_test(test_paxos_old_incarnation_requests_are_refused_after_the_info),
+		cmocka_unit_test(test_paxos_round_holding_an_old_incarnation_vote_does_not_count_it),
 		cmocka_unit_test(test_paxos_durable_peer_remembers_its_accept_across_restart),
 		cmocka_unit_test(test_paxos_lost_directory_rejoin_is_durable),
 		cmocka_unit_test(test_paxos_directory_identity_and_lock),
