@@ -147,6 +147,7 @@ struct crash_env {
 	fault_event *flog;
 	size_t nflog, capflog;
 	int kills, lost_disk, kept_dir, whole_group, moves;
+	int lost_seen_rejoining; /* lost-disk restarts seen in a non-voting role before voting */
 };
 
 static uint64_t run_ms(const crash_env *e)
@@ -285,9 +286,11 @@ static bool rep_role(crash_env *e, const rep *r, char *role, size_t len)
 	return true;
 }
 
-/* wait_voting: the replica (running) reports role "voting"; fails with its log otherwise. */
-static void wait_voting(crash_env *e, int g, int j)
+/* wait_voting: the replica (running) reports role "voting"; fails with its log otherwise.
+ * Returns whether a role other than "voting" was reported first (rejoining, catching-up). */
+static bool wait_voting(crash_env *e, int g, int j)
 {
+	bool other = false;
 	rep *r = &e->r[g][j];
 	uint64_t deadline = th_now_ms() + REJOIN_MS;
 	char role[32] = "";
@@ -298,8 +301,11 @@ static void wait_voting(crash_env *e, int g, int j)
 			tp_tail(r->log, 30, "    ");
 			fail_msg("%s (dkvd) exited by itself with code %d; its log is above", r->label, code);
 		}
-		if (rep_role(e, r, role, sizeof role) && strcmp(role, "voting") == 0)
-			return;
+		if (rep_role(e, r, role, sizeof role)) {
+			if (strcmp(role, "voting") == 0)
+				return other;
+			other = true;
+		}
 		if (th_now_ms() > deadline) {
 			tp_tail(r->log, 30, "    ");
 			fail_msg("%s does not vote %u ms after its start (role \"%s\"); its log is above",
@@ -534,8 +540,10 @@ static void crash_one(crash_env *e, rng *r, int g, int j, bool lose)
 		e->lost_disk++;
 	else
 		e->kept_dir++;
-	wait_voting(e, g, j);
-	note_fault(e, "%s votes", e->r[g][j].label);
+	bool other = wait_voting(e, g, j);
+	if (lose && other)
+		e->lost_seen_rejoining++;
+	note_fault(e, "%s votes%s", e->r[g][j].label, other ? " (was rejoining)" : "");
 }
 
 static void crash_group(crash_env *e, int g)
@@ -656,10 +664,10 @@ static void run_crash(void **state, bool skv)
 		timeouts += e->client_timeouts[i];
 	fprintf(stderr,
 	        "crash[%s]: %.1f s of faults: %d kills (%d single restarts on a kept directory, %d "
-	        "after a lost disk, %d whole-group kill), %d moves; ops: %zu (ok %zu, unknown %zu), "
+	        "after a lost disk, %d of them seen rejoining first, %d whole-group kill), %d moves; ops: %zu (ok %zu, unknown %zu), "
 	        "%d timeouts\n",
 	        skv ? "shardkv" : "kvpaxos", (double)faults_end / 1000.0, e->kills, e->kept_dir,
-	        e->lost_disk, e->whole_group, e->moves, th_history_size(e->h), ok, unknown,
+	        e->lost_disk, e->lost_seen_rejoining, e->whole_group, e->moves, th_history_size(e->h), ok, unknown,
 	        timeouts);
 
 	th_lin_result res;
