@@ -16,10 +16,12 @@
  * disk. Never more than one replica of a group is down or rejoining: a
  * restarted replica counts as rejoining until its own status program
  * (src/status.h, what `dkvctl status` asks) reports role "voting", never a
- * time window. Once per run the whole group (group 0) is SIGKILLed at once
- * and started again on its kept directories: every acknowledged write must
- * survive it (the checker sees it). shardkv runs also move shards between
- * the groups.
+ * time window. Once per run the whole group (group 0) is SIGKILLed at once,
+ * kept down for longer than the clerks' deadline (the ops in flight time out:
+ * unknown outcomes, writes that may be applied after the restart) and started
+ * again on its kept directories: every acknowledged write must survive it
+ * (the checker sees it). shardkv runs also move shards between the groups and
+ * sometimes kill one replica of each group at once.
  *
  * After the run time: faults stop, every replica votes, the clients finish
  * their op, a fresh clerk reads every key once more, and the whole history
@@ -147,6 +149,7 @@ struct crash_env {
 	fault_event *flog;
 	size_t nflog, capflog;
 	int kills, lost_disk, kept_dir, whole_group, moves;
+	int pairs;               /* shardkv: one replica of each group killed at once */
 	int lost_seen_rejoining; /* lost-disk restarts seen in a non-voting role before voting */
 };
 
@@ -546,20 +549,60 @@ static void crash_one(crash_env *e, rng *r, int g, int j, bool lose)
 	note_fault(e, "%s votes%s", e->r[g][j].label, other ? " (was rejoining)" : "");
 }
 
-static void crash_group(crash_env *e, int g)
+/*
+ * crash_group: SIGKILL every replica of group g at once, keep them down for
+ * `down_ms` (past CLERK_MS: the ops in flight time out, their outcome unknown,
+ * and a write already in the log must be applied after the restart or never
+ * seen), start them all again on their directories and wait until all vote.
+ */
+static void crash_group(crash_env *e, int g, unsigned down_ms)
 {
 	note_fault(e, "SIGKILL the whole group %lld", (long long)e->gids[g]);
 	for (int j = 0; j < NREP; j++) {
 		kill_rep(e, g, j, false);
 		e->kills++;
 	}
+	sleep_or_stop(e, down_ms);
 	for (int j = 0; j < NREP; j++)
 		start_rep(e, g, j);
-	note_fault(e, "restart the whole group %lld on its directories", (long long)e->gids[g]);
+	note_fault(e, "restart the whole group %lld on its directories after %u ms",
+	           (long long)e->gids[g], down_ms);
 	for (int j = 0; j < NREP; j++)
 		wait_voting(e, g, j);
 	note_fault(e, "group %lld votes again", (long long)e->gids[g]);
 	e->whole_group++;
+}
+
+/* crash_pair: shardkv: one replica of each group SIGKILLed at once (a minority of each),
+ * both restarted (each kept or lost, drawn), then both must vote. */
+static void crash_pair(crash_env *e, rng *r)
+{
+	int j[MAXG];
+	bool lose[MAXG];
+	for (int g = 0; g < e->ngroups; g++) {
+		j[g] = runif(r, NREP);
+		lose[g] = runif(r, 3) == 0;
+		note_fault(e, "SIGKILL %s (one per group)", e->r[g][j[g]].label);
+		kill_rep(e, g, j[g], lose[g]);
+		e->kills++;
+	}
+	sleep_or_stop(e, 100 + (unsigned)runif(r, 600));
+	for (int g = 0; g < e->ngroups; g++) {
+		start_rep(e, g, j[g]);
+		note_fault(e, "restart %s %s", e->r[g][j[g]].label,
+		           lose[g] ? "after losing its disk" : "on its directory");
+		if (lose[g])
+			e->lost_disk++;
+		else
+			e->kept_dir++;
+	}
+	for (int g = 0; g < e->ngroups; g++) {
+		bool other = wait_voting(e, g, j[g]);
+		if (lose[g] && other)
+			e->lost_seen_rejoining++;
+		note_fault(e, "%s votes%s", e->r[g][j[g]].label, other ? " (was rejoining)" : "");
+	}
+	e->pairs++;
 }
 
 static void move_one(crash_env *e, rng *r)
@@ -609,11 +652,15 @@ static void run_crash(void **state, bool skv)
 			continue;
 		}
 		if (step == group_at && e->whole_group == 0) {
-			crash_group(e, 0);
+			crash_group(e, 0, CLERK_MS + 500 + (unsigned)runif(&r, 1500));
+			continue;
+		}
+		int singles = e->lost_disk + e->kept_dir;
+		if (skv && singles >= 2 && runif(&r, 3) == 0) {
+			crash_pair(e, &r);
 			continue;
 		}
 		int g = runif(&r, e->ngroups), j = runif(&r, NREP);
-		int singles = e->lost_disk + e->kept_dir;
 		bool lose = singles < 2 ? (singles == first_lost) : runif(&r, 3) == 0;
 		crash_one(e, &r, g, j, lose);
 	}
@@ -664,10 +711,10 @@ static void run_crash(void **state, bool skv)
 		timeouts += e->client_timeouts[i];
 	fprintf(stderr,
 	        "crash[%s]: %.1f s of faults: %d kills (%d single restarts on a kept directory, %d "
-	        "after a lost disk, %d of them seen rejoining first, %d whole-group kill), %d moves; ops: %zu (ok %zu, unknown %zu), "
+	        "after a lost disk, %d of them seen rejoining first, %d whole-group kill, %d kills in both groups at once), %d moves; ops: %zu (ok %zu, unknown %zu), "
 	        "%d timeouts\n",
 	        skv ? "shardkv" : "kvpaxos", (double)faults_end / 1000.0, e->kills, e->kept_dir,
-	        e->lost_disk, e->lost_seen_rejoining, e->whole_group, e->moves, th_history_size(e->h), ok, unknown,
+	        e->lost_disk, e->lost_seen_rejoining, e->whole_group, e->pairs, e->moves, th_history_size(e->h), ok, unknown,
 	        timeouts);
 
 	th_lin_result res;
@@ -697,6 +744,10 @@ static void run_crash(void **state, bool skv)
 	assert_true(e->lost_disk >= 1);
 	assert_true(e->kept_dir >= 1);
 	assert_int_equal(e->whole_group, 1);
+	/* the group stayed down past the clerks' deadline: some op's outcome was unknown */
+	if (timeouts == 0)
+		fail_msg("no op timed out although the whole group was down for more than %u ms",
+		         CLERK_MS);
 	if (skv)
 		assert_true(e->moves >= 1);
 	for (int i = 0; i < NCLIENTS; i++)
