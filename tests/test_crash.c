@@ -32,7 +32,9 @@
  * outcome; any other error fails the run, printing the op and the schedule
  * around it. It asserts the faults happened: at least MIN_KILLS kills, a
  * lost-disk restart, a kept-directory restart, the whole-group kill (and
- * for shardkv a Move); every client completed at least MIN_OK_PER_CLIENT ops.
+ * for shardkv a Move); every single lost-disk restart was seen in a
+ * non-voting role (rejoining) before it voted; some op timed out while the
+ * whole group was down; every client completed at least MIN_OK_PER_CLIENT ops.
  * The seed is printed by the harness; DKV_TEST_SEED replays the schedule
  * (the interleaving of the clients is the machine's).
  */
@@ -164,7 +166,8 @@ struct crash_env {
 	size_t nflog, capflog;
 	int kills, lost_disk, kept_dir, whole_group, moves;
 	int pairs;               /* shardkv: one replica of each group killed at once */
-	int lost_seen_rejoining; /* lost-disk restarts seen in a non-voting role before voting */
+	int lost_single;         /* lost-disk restarts by crash_one */
+	int lost_seen_rejoining; /* of those, seen in a non-voting role before voting */
 };
 
 static uint64_t run_ms(const crash_env *e)
@@ -566,6 +569,7 @@ static void crash_one(crash_env *e, rng *r, int g, int j, bool lose)
 	else
 		e->kept_dir++;
 	bool other = wait_voting(e, g, j);
+	e->lost_single += lose;
 	if (lose && other)
 		e->lost_seen_rejoining++;
 	note_fault(e, "%s votes%s", e->r[g][j].label, other ? " (was rejoining)" : "");
@@ -619,9 +623,8 @@ static void crash_pair(crash_env *e, rng *r)
 			e->kept_dir++;
 	}
 	for (int g = 0; g < e->ngroups; g++) {
+		/* not counted in lost_seen_rejoining: the second may have voted before we ask */
 		bool other = wait_voting(e, g, j[g]);
-		if (lose[g] && other)
-			e->lost_seen_rejoining++;
 		note_fault(e, "%s votes%s", e->r[g][j[g]].label, other ? " (was rejoining)" : "");
 	}
 	e->pairs++;
@@ -735,10 +738,10 @@ static void run_crash(void **state, bool skv)
 		timeouts += e->client_timeouts[i];
 	fprintf(stderr,
 	        "crash[%s]: %.1f s of faults: %d kills (%d single restarts on a kept directory, %d "
-	        "after a lost disk, %d of them seen rejoining first, %d whole-group kill, %d kills in both groups at once), %d moves; ops: %zu (ok %zu, unknown %zu), "
+	        "after a lost disk, of which %d single, %d seen rejoining first, %d whole-group kill, %d kills in both groups at once), %d moves; ops: %zu (ok %zu, unknown %zu), "
 	        "%d timeouts\n",
 	        skv ? "shardkv" : "kvpaxos", (double)faults_end / 1000.0, e->kills, e->kept_dir,
-	        e->lost_disk, e->lost_seen_rejoining, e->whole_group, e->pairs, e->moves, th_history_size(e->h), ok, unknown,
+	        e->lost_disk, e->lost_single, e->lost_seen_rejoining, e->whole_group, e->pairs, e->moves, th_history_size(e->h), ok, unknown,
 	        timeouts);
 
 	th_lin_result res;
@@ -768,6 +771,10 @@ static void run_crash(void **state, bool skv)
 	assert_true(e->lost_disk >= 1);
 	assert_true(e->kept_dir >= 1);
 	assert_int_equal(e->whole_group, 1);
+	/* the rule: a replica that lost its disk does not vote at once (--restart: it rejoins) */
+	if (!unsafe_lost_disk && e->lost_seen_rejoining != e->lost_single)
+		fail_msg("%d of %d lost-disk restarts voted without being seen rejoining first",
+		         e->lost_single - e->lost_seen_rejoining, e->lost_single);
 	/* the group stayed down past the clerks' deadline: some op's outcome was unknown */
 	if (timeouts == 0)
 		fail_msg("no op timed out although the whole group was down for more than %u ms",
