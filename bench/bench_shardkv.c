@@ -131,6 +131,8 @@ static void *mover_main(void *p)
 
 static unsigned long failed_calls; /* over every row: any makes the run fail */
 
+static const char *row_mode = "memory"; /* "durable" while the groups have data directories */
+
 static void run_row(const char *label, int kind, const char *const *names, int nnames,
                     shardmaster_clerk *mck, unsigned secs, int nclerks)
 {
@@ -187,9 +189,9 @@ static void run_row(const char *label, int kind, const char *const *names, int n
 		printf("   (%lu moves)", m.moves);
 	printf("\n");
 	fflush(stdout);
-	bench_out("bench=shardkv\trow=%s\top=Put/Get\tmode=memory\tclients=%d\tops_s=%.0f\t"
+	bench_out("bench=shardkv\trow=%s\top=Put/Get\tmode=%s\tclients=%d\tops_s=%.0f\t"
 	          "p50_us=%u\tp99_us=%u\terrors=%lu",
-	          label, nclerks, (double)n * 1000.0 / (double)dt, p50, p99, errors);
+	          label, row_mode, nclerks, (double)n * 1000.0 / (double)dt, p50, p99, errors);
 }
 
 static char *mkname(const char *dir, const char *what, int i)
@@ -201,16 +203,13 @@ static char *mkname(const char *dir, const char *what, int i)
 	return s;
 }
 
-int main(void)
+/*
+ * run_cluster: 3 shard masters and NG groups of NR shardkv replicas (each
+ * replica on its own data directory under `datadir` when it is not NULL),
+ * the steady row and, when `moving`, the row with shard moves.
+ */
+static int run_cluster(const char *dir, const char *datadir, bool moving, unsigned secs)
 {
-	unsigned secs = 3;
-	const char *e = getenv("DKV_BENCH_SECONDS");
-	if (e != NULL && atoi(e) > 0)
-		secs = (unsigned)atoi(e);
-	char dir[64];
-	snprintf(dir, sizeof dir, "/var/tmp/dkv-%d", (int)getuid());
-	mkdir(dir, 0777);
-
 	char *mnames[NSM];
 	shardmaster_server *sm[NSM];
 	for (int i = 0; i < NSM; i++)
@@ -221,17 +220,25 @@ int main(void)
 			return 1;
 		}
 	char *gnames[NG][NR];
+	char ddirs[NG][NR][DKV_NAME_MAX + 32];
 	shardkv_server *s[NG][NR];
 	for (int g = 0; g < NG; g++)
 		for (int j = 0; j < NR; j++)
 			gnames[g][j] = mkname(dir, "s", g * NR + j);
 	for (int g = 0; g < NG; g++)
-		for (int j = 0; j < NR; j++)
-			if ((s[g][j] = shardkv_server_start(100 + g, (const char *const *)mnames, NSM,
-			                                    (const char *const *)gnames[g], NR, j)) == NULL) {
-				fprintf(stderr, "shardkv_server_start: %s\n", strerror(errno));
+		for (int j = 0; j < NR; j++) {
+			dkv_server_opts o = {0};
+			if (datadir != NULL) {
+				snprintf(ddirs[g][j], sizeof ddirs[g][j], "%s/g%d-r%d", datadir, g, j);
+				o.dir = ddirs[g][j];
+			}
+			if ((s[g][j] = shardkv_server_start_opts(100 + g, (const char *const *)mnames, NSM,
+			                                         (const char *const *)gnames[g], NR, j,
+			                                         &o)) == NULL) {
+				fprintf(stderr, "shardkv_server_start_opts: %s\n", strerror(errno));
 				return 1;
 			}
+		}
 	shardmaster_clerk *mck = shardmaster_clerk_new((const char *const *)mnames, NSM);
 	for (int g = 0; g < NG; g++)
 		if (shardmaster_clerk_join(mck, 100 + g, (const char *const *)gnames[g], NR) != DKV_OK) {
@@ -240,12 +247,12 @@ int main(void)
 		}
 	dkv_sleep_ms(1500); /* let the groups take their shards */
 
-	printf("shardkv: 3 groups x 3 replicas, 3 shard masters; Put/Get 50/50 over %d keys, %u s per row\n",
-	       NKEYS, secs);
-	printf("%-22s %6s %10s %10s %10s %8s\n", "row", "clerks", "ops/s", "p50 us", "p99 us",
-	       "errors");
-	run_row("shardkv steady", 0, (const char *const *)mnames, NSM, NULL, secs, NCLERKS);
-	run_row("shardkv moving", 0, (const char *const *)mnames, NSM, mck, secs, NCLERKS);
+	row_mode = datadir != NULL ? "durable" : "memory";
+	run_row(datadir != NULL ? "shardkv durable steady" : "shardkv steady", 0,
+	        (const char *const *)mnames, NSM, NULL, secs, NCLERKS);
+	if (moving)
+		run_row("shardkv moving", 0, (const char *const *)mnames, NSM, mck, secs, NCLERKS);
+	row_mode = "memory";
 
 	shardmaster_clerk_free(mck);
 	for (int g = 0; g < NG; g++)
@@ -262,6 +269,39 @@ int main(void)
 		unlink(mnames[i]);
 		free(mnames[i]);
 	}
+	return 0;
+}
+
+int main(void)
+{
+	unsigned secs = 3;
+	const char *e = getenv("DKV_BENCH_SECONDS");
+	if (e != NULL && atoi(e) > 0)
+		secs = (unsigned)atoi(e);
+	char dir[64];
+	snprintf(dir, sizeof dir, "/var/tmp/dkv-%d", (int)getuid());
+	mkdir(dir, 0777);
+
+	printf("shardkv: 3 groups x 3 replicas, 3 shard masters; Put/Get 50/50 over %d keys, %u s per row\n",
+	       NKEYS, secs);
+	printf("%-22s %6s %10s %10s %10s %8s\n", "row", "clerks", "ops/s", "p50 us", "p99 us",
+	       "errors");
+	if (run_cluster(dir, NULL, true, secs) != 0)
+		return 1;
+	/* The same groups with data directories (group-committed fdatasync). */
+	char datadir[DKV_NAME_MAX];
+	snprintf(datadir, sizeof datadir, "%s/bskv-%d-data", dir, (int)getpid());
+	if (mkdir(datadir, 0700) != 0) {
+		fprintf(stderr, "mkdir %s: %s\n", datadir, strerror(errno));
+		return 1;
+	}
+	int rc = run_cluster(dir, datadir, false, secs);
+	char cmd[DKV_NAME_MAX + 16];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", datadir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench_shardkv: could not remove %s\n", datadir);
+	if (rc != 0)
+		return 1;
 
 	/* The yardstick: one kvpaxos group, same workload, same run. */
 	char *knames[NR];
