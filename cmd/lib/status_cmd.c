@@ -109,7 +109,12 @@ static void probe(const char *name, unsigned timeout_ms, int rc, char *why, size
 	} else {
 		struct sockaddr_un *su = (struct sockaddr_un *)&ss;
 		su->sun_family = AF_UNIX;
-		snprintf(su->sun_path, sizeof su->sun_path, "%s", path);
+		size_t pl = strlen(path);
+		if (pl >= sizeof su->sun_path) {
+			snprintf(why, len, "socket path too long (%zu bytes)", pl);
+			return;
+		}
+		memcpy(su->sun_path, path, pl + 1);
 		sl = sizeof *su;
 	}
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
